@@ -1,0 +1,3 @@
+"""npformer: EfficientFormer and SwiftFormer in pure NumPy."""
+
+__version__ = "0.1.0"
