@@ -1,0 +1,228 @@
+"""EfficientFormer configuration: transformers' `config.json`, read and written.
+
+`EfficientFormerConfig` carries every field of transformers 4.40.2's `EfficientFormerConfig`
+with the same names and code defaults, plus the generic `PretrainedConfig` fields that matter to
+a classifier (`num_labels`, `id2label`, `problem_type`, `hidden_size`, ...). Each architecture
+field is either honoured by npformer's forward pass or rejected with a message saying why;
+training-only fields (dropout, drop-path, init) are kept so that a config round-trips.
+
+    >>> cfg = EfficientFormerConfig.variant("l3")
+    >>> cfg.hidden_sizes, cfg.depths, cfg.num_meta3d_blocks
+    ([64, 128, 320, 512], [4, 4, 12, 6], 4)
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+from .errors import ConfigError
+
+# The published variants (paper Table 1; snap-research checkpoints `efficientformer-{l1,l3,l7}-300`).
+VARIANTS = {
+    "l1": dict(hidden_sizes=[48, 96, 224, 448], depths=[3, 2, 6, 4], num_meta3d_blocks=1),
+    "l3": dict(hidden_sizes=[64, 128, 320, 512], depths=[4, 4, 12, 6], num_meta3d_blocks=4),
+    "l7": dict(hidden_sizes=[96, 192, 384, 768], depths=[6, 6, 18, 8], num_meta3d_blocks=8),
+}
+
+# Activations transformers' ACT2FN offers that npformer implements (see layers.py).
+SUPPORTED_ACTIVATIONS = ("gelu", "relu", "gelu_new", "gelu_pytorch_tanh")
+
+# Generic PretrainedConfig fields that do not change an image classifier's numbers: kept verbatim.
+_PASSTHROUGH = {
+    "architectures", "model_type", "transformers_version", "torch_dtype", "_name_or_path",
+    "return_dict", "output_hidden_states", "output_attentions", "torchscript", "use_bfloat16",
+    "tf_legacy_loss", "pruned_heads", "tie_word_embeddings", "chunk_size_feed_forward",
+    "is_encoder_decoder", "is_decoder", "cross_attention_hidden_size", "add_cross_attention",
+    "tie_encoder_decoder", "finetuning_task", "tokenizer_class", "prefix", "bos_token_id",
+    "pad_token_id", "eos_token_id", "sep_token_id", "decoder_start_token_id",
+    "task_specific_params", "label2id", "_commit_hash", "_attn_implementation_internal",
+}
+
+
+@dataclass
+class EfficientFormerConfig:
+    """Architecture of an EfficientFormer (V1) model; field names and defaults as transformers 4.40.2."""
+
+    depths: list = field(default_factory=lambda: [3, 2, 6, 4])
+    hidden_sizes: list = field(default_factory=lambda: [48, 96, 224, 448])
+    downsamples: list = field(default_factory=lambda: [True, True, True, True])
+    dim: int = 448  # width of the Meta3D attention; must equal hidden_sizes[-1]
+    key_dim: int = 32
+    attention_ratio: int = 4  # value dim = attention_ratio * key_dim
+    resolution: int = 7  # side of the last stage's token grid; fixes the attention-bias table
+    num_hidden_layers: int = 5  # stored, unused (as in transformers)
+    num_attention_heads: int = 8
+    mlp_expansion_ratio: int = 4
+    hidden_dropout_prob: float = 0.0  # training only
+    patch_size: int = 16  # stored, unused (as in transformers)
+    num_channels: int = 3
+    pool_size: int = 3
+    downsample_patch_size: int = 3
+    downsample_stride: int = 2
+    downsample_pad: int = 1
+    drop_path_rate: float = 0.0  # training only
+    num_meta3d_blocks: int = 1
+    distillation: bool = True  # stored, unused (as in transformers)
+    use_layer_scale: bool = True
+    layer_scale_init_value: float = 1e-5  # initialisation only
+    hidden_act: str = "gelu"
+    initializer_range: float = 0.02  # initialisation only
+    layer_norm_eps: float = 1e-12  # transformers' value; the original repo and timm use 1e-5
+    image_size: int = 224  # stored, unused (as in transformers)
+    batch_norm_eps: float = 1e-5
+    # generic PretrainedConfig fields that matter to the heads
+    num_labels: int = 2
+    id2label: dict | None = None
+    problem_type: str | None = None
+    hidden_size: int | None = None  # WithTeacher sizes its heads with it; must equal hidden_sizes[-1]
+    extra: dict = field(default_factory=dict)  # everything else from config.json, round-tripped
+
+    def __post_init__(self):
+        self.validate()
+
+    # -- construction -------------------------------------------------------------------------
+
+    @classmethod
+    def variant(cls, name: str, **overrides) -> "EfficientFormerConfig":
+        """A named published variant: "l1", "l3" or "l7" (transformers' layer-norm eps 1e-12)."""
+        key = name.lower().removeprefix("efficientformer-").removeprefix("efficientformer_")
+        if key not in VARIANTS:
+            raise ConfigError(f"unknown EfficientFormer variant {name!r}; known: {', '.join(VARIANTS)}")
+        spec = dict(VARIANTS[key])
+        width = spec["hidden_sizes"][-1]
+        spec.update(dim=width, hidden_size=width, num_labels=1000)
+        spec.update(overrides)
+        return cls(**spec)
+
+    @classmethod
+    def from_dict(cls, d: dict, source: str = "config") -> "EfficientFormerConfig":
+        """Build from a transformers-style dict; `source` names the file in error messages."""
+        d = copy.deepcopy(d)
+        model_type = d.get("model_type", "efficientformer")
+        if model_type != "efficientformer":
+            raise ConfigError(f"{source}: model_type is {model_type!r}, expected 'efficientformer'")
+        known = {f.name for f in fields(cls)} - {"extra", "num_labels", "id2label"}
+        kwargs = {k: d.pop(k) for k in list(d) if k in known}
+        # transformers: id2label decides num_labels; without it num_labels defaults to 2
+        id2label = d.pop("id2label", None)
+        num_labels = d.pop("num_labels", None)
+        if id2label is not None:
+            kwargs["id2label"] = {int(k): v for k, v in id2label.items()}
+            kwargs["num_labels"] = len(id2label)
+        elif num_labels is not None:
+            kwargs["num_labels"] = int(num_labels)
+        for key in list(d):
+            if key not in _PASSTHROUGH:
+                raise ConfigError(
+                    f"{source}: field {key!r} is not an EfficientFormerConfig field and npformer "
+                    "cannot tell whether it changes the model; remove it or report it"
+                )
+        try:
+            return cls(**kwargs, extra=d)
+        except ConfigError as err:
+            raise ConfigError(f"{source}: {err}") from None
+
+    @classmethod
+    def from_json_file(cls, path) -> "EfficientFormerConfig":
+        path = Path(path)
+        try:
+            d = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: no such config file") from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise ConfigError(f"{path}: not a readable JSON config ({err})") from None
+        if not isinstance(d, dict):
+            raise ConfigError(f"{path}: expected a JSON object, got {type(d).__name__}")
+        return cls.from_dict(d, source=str(path))
+
+    def to_dict(self) -> dict:
+        """A transformers-compatible `config.json` dict."""
+        d = asdict(self)
+        extra = d.pop("extra")
+        if d["id2label"] is not None:
+            d["id2label"] = {str(k): v for k, v in d["id2label"].items()}
+        else:
+            del d["id2label"]
+        if d["hidden_size"] is None:
+            del d["hidden_size"]
+        d.update(extra)
+        d["model_type"] = "efficientformer"
+        return d
+
+    def to_json_file(self, path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
+
+    # -- derived quantities -------------------------------------------------------------------
+
+    @property
+    def width(self) -> int:
+        """Channels of the last stage (the width the heads see)."""
+        return self.hidden_sizes[-1]
+
+    @property
+    def num_meta4d_last_stage(self) -> int:
+        """Pooling (Meta4D) blocks that precede the attention blocks in the last stage."""
+        return self.depths[-1] - self.num_meta3d_blocks
+
+    def has_downsample(self, stage: int) -> bool:
+        """Whether a downsampling embedding leads into `stage` (1..3), as transformers decides."""
+        return bool(self.downsamples[stage - 1]) or self.hidden_sizes[stage - 1] != self.hidden_sizes[stage]
+
+    def validate(self) -> None:
+        """Reject configs npformer (or transformers itself) cannot run, saying which field and why."""
+        if len(self.depths) != 4 or len(self.hidden_sizes) != 4:
+            raise ConfigError(
+                f"depths and hidden_sizes must have 4 entries (4 stages), got {self.depths} and {self.hidden_sizes}"
+            )
+        if len(self.downsamples) < 3:
+            raise ConfigError(f"downsamples needs an entry per stage transition, got {self.downsamples}")
+        if any(int(d) < 1 for d in self.depths[:3]) or self.depths[-1] < 0:
+            raise ConfigError(f"depths must be positive, got {self.depths}")
+        if not 0 <= self.num_meta3d_blocks <= self.depths[-1]:
+            raise ConfigError(
+                f"num_meta3d_blocks={self.num_meta3d_blocks} must lie in 0..depths[-1]={self.depths[-1]}"
+            )
+        if self.dim != self.width:
+            raise ConfigError(
+                f"dim={self.dim} must equal hidden_sizes[-1]={self.width}: transformers builds the "
+                "attention with `dim` and the blocks around it with hidden_sizes[-1]"
+            )
+        if self.hidden_size is not None and self.hidden_size != self.width:
+            raise ConfigError(f"hidden_size={self.hidden_size} must equal hidden_sizes[-1]={self.width}")
+        if self.hidden_act not in SUPPORTED_ACTIVATIONS:
+            raise ConfigError(
+                f"hidden_act={self.hidden_act!r} is not supported; npformer implements {SUPPORTED_ACTIVATIONS}"
+            )
+        if self.pool_size is not None and (self.pool_size < 1 or self.pool_size % 2 == 0):
+            raise ConfigError(f"pool_size={self.pool_size} must be odd (the pooling keeps the spatial size)")
+        if self.num_labels < 0:
+            raise ConfigError(f"num_labels={self.num_labels} must be >= 0")
+        if self.problem_type not in (None, "regression", "single_label_classification", "multi_label_classification"):
+            raise ConfigError(f"problem_type={self.problem_type!r} is not one transformers understands")
+        for name in ("layer_norm_eps", "batch_norm_eps"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"{name}={getattr(self, name)} must be > 0")
+
+    # -- input size ---------------------------------------------------------------------------
+
+    def last_stage_side(self, side: int) -> int:
+        """Side of the last stage's feature map for an input side (stem /4, then three downsamples)."""
+
+        def conv_out(s, k, stride, pad):
+            return (s + 2 * pad - k) // stride + 1
+
+        side = conv_out(conv_out(side, 3, 2, 1), 3, 2, 1)
+        for stage in (1, 2, 3):
+            if self.has_downsample(stage):
+                side = conv_out(side, self.downsample_patch_size, self.downsample_stride, self.downsample_pad)
+        return side
+
+    def input_side_range(self) -> tuple[int, int] | None:
+        """(smallest, largest) input side whose last stage is resolution×resolution; None if any works."""
+        if self.num_meta3d_blocks == 0:
+            return None
+        ok = [s for s in range(1, 64 * self.resolution + 64) if self.last_stage_side(s) == self.resolution]
+        return (min(ok), max(ok)) if ok else (0, -1)

@@ -1,0 +1,337 @@
+"""EfficientFormer (V1): L1, L3, L7 in NumPy.
+
+Li et al., "EfficientFormer: Vision Transformers at MobileNet Speed", NeurIPS 2022.
+
+The network, top to bottom (shapes for L1 at 224×224; L3/L7 differ only in widths and depths):
+
+    pixels               [B, 3, 224, 224]
+    stem                 [B, 48, 56, 56]     conv3×3/2 → BN → ReLU → conv3×3/2 → BN → ReLU
+    stage 0: Meta4D ×3   [B, 48, 56, 56]     x += ls1·(avgpool(x) − x);  x += ls2·MLP4D(x)
+    stage 1: down, ×2    [B, 96, 28, 28]     down = conv3×3/2 → BN
+    stage 2: down, ×6    [B, 224, 14, 14]
+    stage 3: down, Meta4D ×3, flatten, Meta3D ×1
+                         [B, 448, 7, 7] → [B, 49, 448]
+                                             x += ls1·Attention(LN(x));  x += ls2·MLP3D(LN(x))
+    norm (LayerNorm)     [B, 49, 448]        = last_hidden_state
+    mean over tokens     [B, 448]
+    head, head_dist      [B, 1000] each      Linear; the teacher model averages the two
+
+Weights are a flat {name: array} dict with timm's key names (see `weight_schema`); every block
+is a function of (x, its weights, the config) and reports its output to `trace` under its name.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .config import EfficientFormerConfig
+from .errors import InputError
+from .layers import ACTIVATIONS, batch_norm, conv2d, gather_attention_bias, layer_norm, linear, multi_head_attention
+from .layers import pool_mixer, relu
+from .losses import classification_loss
+from .outputs import BaseModelOutput, EfficientFormerForImageClassificationWithTeacherOutput, ImageClassifierOutput
+from .trace import no_trace
+from .weights import Params
+
+# ---------------------------------------------------------------------------------------------
+# weight schema: every tensor, with its shape
+
+
+def _conv(name, out_ch, in_ch, k):
+    return {f"{name}.weight": (out_ch, in_ch, k, k), f"{name}.bias": (out_ch,)}
+
+
+def _bn(name, ch):
+    return {f"{name}.{p}": (ch,) for p in ("weight", "bias", "running_mean", "running_var")}
+
+
+def _linear(name, out_f, in_f):
+    return {f"{name}.weight": (out_f, in_f), f"{name}.bias": (out_f,)}
+
+
+def block_names(cfg: EfficientFormerConfig, stage: int) -> list[tuple[str, str]]:
+    """(kind, name) of each block of a stage, kind in {"meta4d", "flat", "meta3d"}.
+
+    As in timm, the flatten step takes a block index of its own in the last stage, so for L1 the
+    attention block is `stages.3.blocks.4` (blocks 0–2 pool, block 3 flattens).
+    """
+    prefix = f"stages.{stage}.blocks"
+    if stage < 3:
+        return [("meta4d", f"{prefix}.{i}") for i in range(cfg.depths[stage])]
+    n4d = cfg.num_meta4d_last_stage
+    blocks = [("meta4d", f"{prefix}.{i}") for i in range(n4d)] + [("flat", f"{prefix}.{n4d}")]
+    return blocks + [("meta3d", f"{prefix}.{n4d + 1 + j}") for j in range(cfg.num_meta3d_blocks)]
+
+
+def weight_schema(cfg: EfficientFormerConfig, num_heads: int = 2) -> dict[str, tuple]:
+    """{name: shape} of every tensor of a model with `num_heads` classifier heads (0, 1 or 2)."""
+    C, hidden = cfg.hidden_sizes, cfg.mlp_expansion_ratio
+    s = {}
+    s |= _conv("stem.conv1", C[0] // 2, cfg.num_channels, 3) | _bn("stem.norm1", C[0] // 2)
+    s |= _conv("stem.conv2", C[0], C[0] // 2, 3) | _bn("stem.norm2", C[0])
+    for stage in range(4):
+        c = C[stage]
+        if stage > 0 and cfg.has_downsample(stage):
+            down = f"stages.{stage}.downsample"
+            s |= _conv(f"{down}.conv", c, C[stage - 1], cfg.downsample_patch_size) | _bn(f"{down}.norm", c)
+        for kind, name in block_names(cfg, stage):
+            if kind == "meta4d":
+                s |= _conv(f"{name}.mlp.fc1", hidden * c, c, 1) | _bn(f"{name}.mlp.norm1", hidden * c)
+                s |= _conv(f"{name}.mlp.fc2", c, hidden * c, 1) | _bn(f"{name}.mlp.norm2", c)
+            elif kind == "meta3d":
+                h, dk = cfg.num_attention_heads, cfg.key_dim
+                dv = cfg.attention_ratio * dk
+                s |= {f"{name}.norm1.weight": (c,), f"{name}.norm1.bias": (c,)}
+                s |= _linear(f"{name}.token_mixer.qkv", h * (2 * dk + dv), c)
+                s |= _linear(f"{name}.token_mixer.proj", c, h * dv)
+                s[f"{name}.token_mixer.attention_biases"] = (h, cfg.resolution**2)
+                s |= {f"{name}.norm2.weight": (c,), f"{name}.norm2.bias": (c,)}
+                s |= _linear(f"{name}.mlp.fc1", hidden * c, c) | _linear(f"{name}.mlp.fc2", c, hidden * c)
+            if kind != "flat" and cfg.use_layer_scale:
+                s |= {f"{name}.ls1.gamma": (c,), f"{name}.ls2.gamma": (c,)}
+    s |= {"norm.weight": (cfg.width,), "norm.bias": (cfg.width,)}
+    if cfg.num_labels > 0:
+        for head in ("head", "head_dist")[:num_heads]:
+            s |= _linear(head, cfg.num_labels, cfg.width)
+    return s
+
+
+# ---------------------------------------------------------------------------------------------
+# blocks, in data-flow order
+
+
+def conv_bn(x, p: Params, cfg, trace, conv, norm, stride, padding):  # [B, IC, H, W] -> [B, OC, OH, OW]
+    """A convolution named `conv` followed by the BatchNorm named `norm`."""
+    x = trace(conv, conv2d(x, p[f"{conv}.weight"], p[f"{conv}.bias"], stride=stride, padding=padding))
+    bn = p.scope(norm)
+    x = batch_norm(x, bn["running_mean"], bn["running_var"], bn["weight"], bn["bias"], cfg.batch_norm_eps)
+    return trace(norm, x)
+
+
+def stem(x, p: Params, cfg, trace):  # [B, 3, H, W] -> [B, C0, H/4, W/4]
+    """Two stride-2 3×3 convolutions, each with BatchNorm and ReLU."""
+    x = relu(conv_bn(x, p, cfg, trace, "stem.conv1", "stem.norm1", 2, 1))  # [B, C0/2, H/2, W/2]
+    x = relu(conv_bn(x, p, cfg, trace, "stem.conv2", "stem.norm2", 2, 1))  # [B, C0, H/4, W/4]
+    return trace("stem", x)
+
+
+def downsample(x, p: Params, cfg, trace, name):  # [B, C, H, W] -> [B, C', H/2, W/2]
+    """Embedding between stages: a strided 3×3 convolution and BatchNorm."""
+    x = conv_bn(x, p, cfg, trace, f"{name}.conv", f"{name}.norm", cfg.downsample_stride, cfg.downsample_pad)
+    return trace(name, x)
+
+
+def layer_scale(x, p: Params, key, cfg, channel_axis):
+    """Multiply by a learned per-channel scale (identity when the config has none)."""
+    if not cfg.use_layer_scale:
+        return x
+    gamma = p[key]
+    shape = [1] * x.ndim
+    shape[channel_axis] = gamma.shape[0]
+    return x * gamma.reshape(shape)
+
+
+def mlp_4d(x, p: Params, cfg, trace, name):  # [B, C, H, W] -> [B, C, H, W]
+    """1×1 conv (C→4C) → BN → GELU → 1×1 conv (4C→C) → BN."""
+    x = conv_bn(x, p, cfg, trace, f"{name}.fc1", f"{name}.norm1", 1, 0)  # [B, 4C, H, W]
+    x = ACTIVATIONS[cfg.hidden_act](x)
+    x = conv_bn(x, p, cfg, trace, f"{name}.fc2", f"{name}.norm2", 1, 0)  # [B, C, H, W]
+    return trace(name, x)
+
+
+def meta4d_block(x, p: Params, cfg, trace, name):  # [B, C, H, W] -> [B, C, H, W]
+    """Pooling block: x += ls1·(avgpool(x) − x); then x += ls2·MLP4D(x) on the updated x."""
+    mixed = trace(f"{name}.token_mixer", pool_mixer(x, cfg.pool_size))
+    x = x + layer_scale(mixed, p, f"{name}.ls1.gamma", cfg, channel_axis=1)
+    x = x + layer_scale(mlp_4d(x, p, cfg, trace, f"{name}.mlp"), p, f"{name}.ls2.gamma", cfg, channel_axis=1)
+    return trace(name, x)
+
+
+def flat(x, trace, name):  # [B, C, H, W] -> [B, N, C]
+    """Tokens in row-major order: n = h·W + w."""
+    B, C, H, W = x.shape
+    return trace(name, x.reshape(B, C, H * W).transpose(0, 2, 1))
+
+
+def attention(x, p: Params, cfg, trace, name):  # [B, N, C] -> ([B, N, C], [B, h, N, N])
+    """Multi-head self-attention with a learned bias per head and relative offset (§2.3 of the spec)."""
+    bias = gather_attention_bias(p[f"{name}.attention_biases"], cfg.resolution)  # [h, N, N]
+    out, probs = multi_head_attention(
+        x, p[f"{name}.qkv.weight"], p[f"{name}.qkv.bias"], p[f"{name}.proj.weight"], p[f"{name}.proj.bias"],
+        bias, num_heads=cfg.num_attention_heads, key_dim=cfg.key_dim,
+    )
+    trace(f"{name}.attn_probs", probs)
+    return trace(name, out), probs
+
+
+def mlp_3d(x, p: Params, cfg, trace, name):  # [B, N, C] -> [B, N, C]
+    """Linear (C→4C) → GELU → Linear (4C→C)."""
+    x = trace(f"{name}.fc1", linear(x, p[f"{name}.fc1.weight"], p[f"{name}.fc1.bias"]))
+    x = ACTIVATIONS[cfg.hidden_act](x)
+    x = linear(x, p[f"{name}.fc2.weight"], p[f"{name}.fc2.bias"])
+    return trace(name, x)
+
+
+def meta3d_block(x, p: Params, cfg, trace, name):  # [B, N, C] -> ([B, N, C], [B, h, N, N])
+    """Attention block: x += ls1·Attention(LN1(x)); then x += ls2·MLP3D(LN2(x))."""
+    eps = cfg.layer_norm_eps
+    normed = trace(f"{name}.norm1", layer_norm(x, p[f"{name}.norm1.weight"], p[f"{name}.norm1.bias"], eps))
+    mixed, probs = attention(normed, p, cfg, trace, f"{name}.token_mixer")
+    x = x + layer_scale(mixed, p, f"{name}.ls1.gamma", cfg, channel_axis=2)
+    normed = trace(f"{name}.norm2", layer_norm(x, p[f"{name}.norm2.weight"], p[f"{name}.norm2.bias"], eps))
+    x = x + layer_scale(mlp_3d(normed, p, cfg, trace, f"{name}.mlp"), p, f"{name}.ls2.gamma", cfg, channel_axis=2)
+    return trace(name, x), probs
+
+
+def encoder(x, p: Params, cfg, trace):
+    """Stem and the four stages. Returns (tokens [B, N, C] before the final norm,
+    transformers' 8 hidden_states, the attention probabilities of each Meta3D block)."""
+    x = stem(x, p, cfg, trace)
+    hidden_states, attentions = [x], []
+    for stage in range(4):
+        if stage > 0 and cfg.has_downsample(stage):
+            x = downsample(x, p, cfg, trace, f"stages.{stage}.downsample")
+            hidden_states.append(x)
+        for kind, name in block_names(cfg, stage):
+            if kind == "meta4d":
+                x = meta4d_block(x, p, cfg, trace, name)
+            elif kind == "flat":
+                x = flat(x, trace, name)
+            else:
+                x, probs = meta3d_block(x, p, cfg, trace, name)
+                attentions.append(probs)
+        hidden_states.append(trace(f"stages.{stage}", x))
+    return x, hidden_states, attentions
+
+
+# ---------------------------------------------------------------------------------------------
+# the models transformers users know
+
+
+def check_pixel_values(pixel_values, cfg, dtype) -> np.ndarray:
+    """[B, C, H, W] in the model's dtype, or an InputError saying what is wrong."""
+    x = np.asarray(pixel_values)
+    if x.ndim != 4:
+        raise InputError(f"pixel_values must be [batch, channels, height, width], got shape {x.shape}")
+    if x.shape[1] != cfg.num_channels:
+        raise InputError(
+            f"pixel_values has {x.shape[1]} channels (shape {x.shape}), the model expects {cfg.num_channels} "
+            "in NCHW order"
+        )
+    if x.dtype.kind not in "fiu":
+        raise InputError(f"pixel_values must be a real-valued array, got dtype {x.dtype}")
+    side_range = cfg.input_side_range()
+    if side_range is not None:
+        lo, hi = side_range
+        H, W = x.shape[2:]
+        if not (lo <= H <= hi and lo <= W <= hi):
+            raise InputError(
+                f"EfficientFormer's attention bias is fixed to a {cfg.resolution}×{cfg.resolution} grid, so each "
+                f"input side must be {lo}–{hi} px; got {H}×{W}. Resize or crop the image (e.g. to 224×224)."
+            )
+    return x.astype(dtype, copy=False)
+
+
+class EfficientFormerPreTrainedModel:
+    """Holds a config and weights; `from_pretrained` reads an npformer file or a transformers directory."""
+
+    num_heads = 0  # classifier heads this class uses
+
+    def __init__(self, config: EfficientFormerConfig, weights: dict | None = None, dtype=np.float32):
+        from .weights import check_tensors
+
+        self.config = config
+        self.dtype = np.dtype(dtype)
+        if self.dtype not in (np.float32, np.float64):
+            raise InputError(f"dtype must be float32 or float64, got {self.dtype}")
+        if weights is None:
+            from .seeded import seeded_weights
+
+            weights = seeded_weights(config, num_heads=self.num_heads)
+        check_tensors(weights, weight_schema(config, self.num_heads), source=type(self).__name__)
+        self.weights = {k: np.asarray(v, dtype=self.dtype) for k, v in weights.items()}
+        for v in self.weights.values():
+            v.flags.writeable = False  # a forward can never change the model
+        self.params = Params(self.weights)
+
+    @classmethod
+    def from_pretrained(cls, path, dtype=np.float32):
+        """Load an npformer weight file, a transformers model directory or an original checkpoint."""
+        from .convert import load_any
+
+        config, tensors, _ = load_any(path)
+        return cls(config, select_heads(tensors, cls.num_heads), dtype=dtype)
+
+    def save_pretrained(self, path, source="npformer", checkpoint="") -> None:
+        """Write an npformer weight file (float32)."""
+        from .weights import make_metadata, save_weights
+
+        meta = make_metadata("efficientformer", type(self).__name__, self.config.to_dict(), source, checkpoint)
+        save_weights(path, {k: v.astype(np.float32) for k, v in self.weights.items()}, meta)
+
+    def _features(self, pixel_values, output_hidden_states, output_attentions, trace):
+        x = check_pixel_values(pixel_values, self.config, self.dtype)
+        tokens, hidden_states, attentions = encoder(x, self.params, self.config, trace or no_trace)
+        p = self.params
+        last = layer_norm(tokens, p["norm.weight"], p["norm.bias"], self.config.layer_norm_eps)
+        last = (trace or no_trace)("norm", last)
+        return BaseModelOutput(
+            last_hidden_state=last,
+            hidden_states=tuple(hidden_states) if output_hidden_states else None,
+            attentions=tuple(attentions) if output_attentions else None,
+        )
+
+    def _head(self, pooled, name, trace):
+        if self.config.num_labels == 0:  # transformers uses an Identity head
+            return pooled
+        p = self.params
+        return (trace or no_trace)(name, linear(pooled, p[f"{name}.weight"], p[f"{name}.bias"]))
+
+
+def select_heads(tensors: dict, num_heads: int) -> dict:
+    """Drop classifier heads a model class does not use, as transformers does when a teacher
+    checkpoint is loaded into the single-head classifier or the base model."""
+    unused = ("head", "head_dist")[num_heads:]
+    return {k: v for k, v in tensors.items() if k.split(".")[0] not in unused}
+
+
+class EfficientFormerModel(EfficientFormerPreTrainedModel):
+    """The backbone: `last_hidden_state` [B, N, C] (after the final LayerNorm), `hidden_states`, `attentions`."""
+
+    def __call__(self, pixel_values, output_hidden_states=False, output_attentions=False, trace=None):
+        return self._features(pixel_values, output_hidden_states, output_attentions, trace)
+
+
+class EfficientFormerForImageClassification(EfficientFormerPreTrainedModel):
+    """Backbone + the class-token head only (`head`), as transformers: no distillation head, no average."""
+
+    num_heads = 1
+
+    def __call__(self, pixel_values, labels=None, output_hidden_states=False, output_attentions=False, trace=None):
+        out = self._features(pixel_values, output_hidden_states, output_attentions, trace)
+        pooled = (trace or no_trace)("pooled", out.last_hidden_state.mean(axis=-2))  # [B, C]
+        logits = self._head(pooled, "head", trace)  # [B, num_labels]
+        loss = None if labels is None else classification_loss(logits, labels, self.config)
+        return ImageClassifierOutput(loss, logits, out.hidden_states, out.attentions)
+
+
+class EfficientFormerForImageClassificationWithTeacher(EfficientFormerPreTrainedModel):
+    """Backbone + class head and distillation head; `logits` is their mean (inference only)."""
+
+    num_heads = 2
+
+    def __call__(self, pixel_values, output_hidden_states=False, output_attentions=False, trace=None):
+        out = self._features(pixel_values, output_hidden_states, output_attentions, trace)
+        pooled = (trace or no_trace)("pooled", out.last_hidden_state.mean(axis=-2))  # [B, C]
+        cls_logits = self._head(pooled, "head", trace)
+        distillation_logits = self._head(pooled, "head_dist", trace)
+        logits = (trace or no_trace)("logits", (cls_logits + distillation_logits) / 2)
+        return EfficientFormerForImageClassificationWithTeacherOutput(
+            logits, cls_logits, distillation_logits, out.hidden_states, out.attentions
+        )
+
+
+ARCHITECTURES = {
+    cls.__name__: cls
+    for cls in (EfficientFormerModel, EfficientFormerForImageClassification, EfficientFormerForImageClassificationWithTeacher)
+}

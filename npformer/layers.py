@@ -1,0 +1,252 @@
+"""The NumPy layers EfficientFormer and SwiftFormer are built from.
+
+Dimension letters, used in every shape comment:
+    B batch, C channels (OC out, IC in), H×W spatial size, N = H·W tokens,
+    KH×KW kernel size, h heads, dk key dim, dv value dim.
+
+Weights use PyTorch's layouts so that checkpoints load without transposes:
+conv weight [OC, IC/groups, KH, KW], linear weight [out, in] (y = x·Wᵀ + b).
+
+Every function keeps the dtype of its input (float32 stays float32; float64 runs end to end in
+float64). Each hard op has a `*_naive` twin written as plain loops: the tests check fast against
+naive on random shapes, and the twins are the place to start reading.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .erf import gelu, gelu_tanh
+
+
+# ---------------------------------------------------------------------------------------------
+# convolution
+
+
+def conv2d(x, weight, bias=None, stride=1, padding=0, groups=1):  # [B, IC, H, W] -> [B, OC, OH, OW]
+    """2-D convolution (cross-correlation, as PyTorch's Conv2d) with zero padding.
+
+    Three cases, one idea each:
+      * 1×1, stride 1: a single matrix product over channels (BLAS).
+      * depthwise (groups == IC == OC): a sum of KH·KW shifted copies, each scaled per channel.
+      * everything else: gather the KH·KW shifted copies ("im2col" by kernel offset), then one
+        matrix product per group.
+    """
+    B, IC, H, W = x.shape
+    OC, ICg, KH, KW = weight.shape
+    if IC != ICg * groups:
+        raise ValueError(f"conv2d: input has {IC} channels, weight expects {ICg}×{groups} groups")
+    if KH == KW == 1 and stride == 1 and padding == 0 and groups == 1:
+        out = np.matmul(weight.reshape(OC, IC), x.reshape(B, IC, H * W))  # [B, OC, N]
+        out = out.reshape(B, OC, H, W)
+    elif groups == IC == OC and ICg == 1:
+        out = _depthwise_conv2d(x, weight, stride, padding)
+    else:
+        out = _grouped_conv2d(x, weight, stride, padding, groups)
+    if bias is not None:
+        out += bias.reshape(1, OC, 1, 1)
+    return out
+
+
+def _shifted_windows(x, KH, KW, stride, padding):  # [B, C, H, W] -> KH·KW × [B, C, OH, OW]
+    """The input seen through each kernel offset (i, j): x_pad[:, :, i + s·oh, j + s·ow]."""
+    B, C, H, W = x.shape
+    OH = (H + 2 * padding - KH) // stride + 1
+    OW = (W + 2 * padding - KW) // stride + 1
+    xp = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding))) if padding else x
+    return [
+        xp[:, :, i : i + stride * (OH - 1) + 1 : stride, j : j + stride * (OW - 1) + 1 : stride]
+        for i in range(KH)
+        for j in range(KW)
+    ]
+
+
+def _depthwise_conv2d(x, weight, stride, padding):  # [B, C, H, W] -> [B, C, OH, OW]
+    C, _, KH, KW = weight.shape
+    taps = weight.reshape(C, KH * KW)
+    windows = _shifted_windows(x, KH, KW, stride, padding)
+    out = windows[0] * taps[:, 0].reshape(1, C, 1, 1)
+    for t in range(1, KH * KW):
+        out += windows[t] * taps[:, t].reshape(1, C, 1, 1)
+    return out
+
+
+def _grouped_conv2d(x, weight, stride, padding, groups):  # [B, IC, H, W] -> [B, OC, OH, OW]
+    B, IC, H, W = x.shape
+    OC, ICg, KH, KW = weight.shape
+    windows = _shifted_windows(x, KH, KW, stride, padding)
+    OH, OW = windows[0].shape[2:]
+    cols = np.stack(windows, axis=2)  # [B, IC, KH·KW, OH, OW]
+    cols = cols.reshape(B, groups, ICg * KH * KW, OH * OW)  # weight's (ic, kh, kw) order
+    w = weight.reshape(groups, OC // groups, ICg * KH * KW)
+    out = np.matmul(w[None], cols)  # [B, groups, OC/groups, OH·OW]
+    return out.reshape(B, OC, OH, OW)
+
+
+def conv2d_naive(x, weight, bias=None, stride=1, padding=0, groups=1):  # [B, IC, H, W] -> [B, OC, OH, OW]
+    """Loop twin of `conv2d`: out[b, o, y, x] = Σ_{c, i, j} w[o, c, i, j] · in[b, g·ICg + c, s·y + i − p, s·x + j − p]."""
+    B, IC, H, W = x.shape
+    OC, ICg, KH, KW = weight.shape
+    OH = (H + 2 * padding - KH) // stride + 1
+    OW = (W + 2 * padding - KW) // stride + 1
+    OCg = OC // groups
+    out = np.zeros((B, OC, OH, OW), dtype=x.dtype)
+    for b in range(B):
+        for o in range(OC):
+            g = o // OCg
+            for oy in range(OH):
+                for ox in range(OW):
+                    acc = 0.0
+                    for c in range(ICg):
+                        for i in range(KH):
+                            for j in range(KW):
+                                iy, ix = stride * oy + i - padding, stride * ox + j - padding
+                                if 0 <= iy < H and 0 <= ix < W:
+                                    acc += weight[o, c, i, j] * x[b, g * ICg + c, iy, ix]
+                    out[b, o, oy, ox] = acc + (bias[o] if bias is not None else 0.0)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# normalisation, linear, activations
+
+
+def batch_norm(x, running_mean, running_var, weight, bias, eps):  # [B, C, H, W] -> [B, C, H, W]
+    """BatchNorm in eval mode, computed as PyTorch's CPU kernel does: x·α + β′,
+    α = γ / √(var + eps), β′ = β − mean·α."""
+    C = x.shape[1]
+    alpha = weight / np.sqrt(running_var + eps)
+    shift = bias - running_mean * alpha
+    return x * alpha.reshape(1, C, 1, 1) + shift.reshape(1, C, 1, 1)
+
+
+def layer_norm(x, weight, bias, eps):  # [..., C] -> [..., C]
+    """LayerNorm over the last axis with the biased variance, as torch.nn.LayerNorm."""
+    mean = x.mean(axis=-1, keepdims=True)
+    centred = x - mean
+    var = np.mean(centred * centred, axis=-1, keepdims=True)
+    return centred / np.sqrt(var + eps) * weight + bias
+
+
+def linear(x, weight, bias=None):  # [..., IN] -> [..., OUT]
+    """y = x·Wᵀ + b with W in PyTorch's [OUT, IN] layout."""
+    y = np.matmul(x, weight.T)
+    if bias is not None:
+        y += bias
+    return y
+
+
+def relu(x):
+    return np.maximum(x, 0)
+
+
+ACTIVATIONS = {
+    "gelu": gelu,  # exact: 0.5·x·(1 + erf(x/√2)), the only form the references use
+    "relu": relu,
+    "gelu_new": gelu_tanh,  # transformers' names for the tanh approximation
+    "gelu_pytorch_tanh": gelu_tanh,
+}
+
+
+def softmax(x, axis=-1):
+    """Numerically stable softmax: exp(x − max) / Σ exp(x − max)."""
+    e = np.exp(x - x.max(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# pooling token mixer
+
+
+def avg_pool2d(x, kernel_size=3):  # [B, C, H, W] -> [B, C, H, W]
+    """Stride-1 average pooling with padding k//2 and count_include_pad=False.
+
+    Each output is the mean of the *valid* pixels under the window: at a corner of a 3×3 window
+    that is 4 pixels, on an edge 6, inside 9. Computed as a sum of k² shifted copies divided by
+    the per-position count of valid pixels.
+    """
+    H, W = x.shape[2:]
+    pad = kernel_size // 2
+    total = sum(_shifted_windows(x, kernel_size, kernel_size, 1, pad))
+    ones = np.ones((1, 1, H, W), dtype=x.dtype)
+    count = sum(_shifted_windows(ones, kernel_size, kernel_size, 1, pad))  # [1, 1, H, W]: 4, 6 or 9
+    return total / count
+
+
+def avg_pool2d_naive(x, kernel_size=3):  # [B, C, H, W] -> [B, C, H, W]
+    """Loop twin of `avg_pool2d`."""
+    B, C, H, W = x.shape
+    pad = kernel_size // 2
+    out = np.zeros_like(x)
+    for b in range(B):
+        for c in range(C):
+            for y in range(H):
+                for xx in range(W):
+                    window = x[b, c, max(y - pad, 0) : y + pad + 1, max(xx - pad, 0) : xx + pad + 1]
+                    out[b, c, y, xx] = window.sum() / window.size
+    return out
+
+
+def pool_mixer(x, kernel_size=3):  # [B, C, H, W] -> [B, C, H, W]
+    """EfficientFormer's pooling token mixer: avgpool(x) − x (the block adds x back)."""
+    return avg_pool2d(x, kernel_size) - x
+
+
+# ---------------------------------------------------------------------------------------------
+# multi-head attention with a learned relative-position bias
+
+
+def attention_bias_index(resolution):  # -> [N, N] int64, N = resolution²
+    """Index into the bias table for each (query, key) token pair on a square grid:
+    idx[n1, n2] = |r1 − r2|·R + |c1 − c2| for tokens n = r·R + c (R = resolution)."""
+    r, c = np.divmod(np.arange(resolution * resolution), resolution)
+    return np.abs(r[:, None] - r[None, :]) * resolution + np.abs(c[:, None] - c[None, :])
+
+
+def gather_attention_bias(table, resolution):  # [h, R²] -> [h, N, N]
+    """The learned table (one value per distinct offset and head) spread into a full bias matrix."""
+    return table[:, attention_bias_index(resolution)]
+
+
+def multi_head_attention(x, qkv_weight, qkv_bias, proj_weight, proj_bias, attn_bias, num_heads, key_dim):
+    """EfficientFormer's Meta3D attention.  # [B, N, C] -> ([B, N, C], [B, h, N, N])
+
+    qkv is one Linear whose output is, per head, [q (dk) | k (dk) | v (dv)]: heads interleaved,
+    not a q-block, k-block, v-block. logits = (q·kᵀ)·dk^-0.5 + bias; probabilities = softmax over
+    keys; the heads' outputs are concatenated (channel = head·dv + d) and projected back to C.
+    Returns the output and the attention probabilities.
+    """
+    B, N, C = x.shape
+    qkv = linear(x, qkv_weight, qkv_bias)  # [B, N, h·(2dk + dv)]
+    qkv = qkv.reshape(B, N, num_heads, -1).transpose(0, 2, 1, 3)  # [B, h, N, 2dk + dv]
+    q = qkv[..., :key_dim]  # [B, h, N, dk]
+    k = qkv[..., key_dim : 2 * key_dim]  # [B, h, N, dk]
+    v = qkv[..., 2 * key_dim :]  # [B, h, N, dv]
+    logits = np.matmul(q, k.transpose(0, 1, 3, 2)) * key_dim**-0.5 + attn_bias  # [B, h, N, N]
+    probs = softmax(logits, axis=-1)
+    out = np.matmul(probs, v)  # [B, h, N, dv]
+    out = out.transpose(0, 2, 1, 3).reshape(B, N, -1)  # [B, N, h·dv]
+    return linear(out, proj_weight, proj_bias), probs
+
+
+def multi_head_attention_naive(x, qkv_weight, qkv_bias, proj_weight, proj_bias, attn_bias, num_heads, key_dim):
+    """Loop twin of `multi_head_attention`: one head, one query at a time."""
+    B, N, C = x.shape
+    per_head = qkv_weight.shape[0] // num_heads
+    value_dim = per_head - 2 * key_dim
+    out = np.zeros((B, N, num_heads * value_dim), dtype=x.dtype)
+    probs = np.zeros((B, num_heads, N, N), dtype=x.dtype)
+    for b in range(B):
+        qkv = x[b] @ qkv_weight.T + qkv_bias  # [N, h·(2dk + dv)]
+        for h in range(num_heads):
+            base = h * per_head
+            q = qkv[:, base : base + key_dim]
+            k = qkv[:, base + key_dim : base + 2 * key_dim]
+            v = qkv[:, base + 2 * key_dim : base + per_head]
+            for n in range(N):
+                scores = np.array([q[n] @ k[m] for m in range(N)]) * key_dim**-0.5 + attn_bias[h, n]
+                p = np.exp(scores - scores.max())
+                p /= p.sum()
+                probs[b, h, n] = p
+                out[b, n, h * value_dim : (h + 1) * value_dim] = p @ v
+    return out @ proj_weight.T + proj_bias, probs

@@ -1,0 +1,54 @@
+"""Seeded random weights that exercise every path of a model.
+
+A reference's own initialisation hides bugs: layer scales of 1e-5 make every block nearly the
+identity, BatchNorm with mean 0 / var 1 is nearly a no-op, and zero attention biases make the
+bias indexing irrelevant. These weights are chosen so that each of those details moves the
+logits: layer scales of order 0.1–1, BatchNorm statistics far from (0, 1), attention biases of
+order 1, and weights scaled by 1/√fan_in so activations stay O(1) through 40 blocks.
+
+Each tensor is drawn from its own generator seeded by (seed, tensor name), so the values of a
+tensor do not depend on which other tensors exist, and the same seed gives the same weights on
+every machine (NumPy's PCG64 stream, drawn in float64, then rounded to float32).
+"""
+
+from __future__ import annotations
+
+import zlib
+
+import numpy as np
+
+
+def _rng(seed: int, name: str) -> np.random.Generator:
+    return np.random.default_rng([seed, zlib.crc32(name.encode())])
+
+
+def seeded_tensor(name: str, shape: tuple, seed: int) -> np.ndarray:
+    """One tensor, its distribution chosen by what the name says it is."""
+    rng = _rng(seed, name)
+    leaf = name.rsplit(".", 1)[-1]
+    parent = name.rsplit(".", 2)[-2] if name.count(".") else ""
+    if leaf == "running_mean":
+        x = rng.normal(0.0, 0.5, shape)
+    elif leaf == "running_var":
+        x = rng.uniform(0.5, 2.0, shape)
+    elif leaf == "attention_biases":
+        x = rng.normal(0.0, 1.0, shape)
+    elif leaf in ("gamma", "w_g") or leaf.startswith("layer_scale"):
+        x = rng.uniform(0.1, 0.6, shape) * rng.choice([-1.0, 1.0], shape)
+    elif leaf == "weight" and len(shape) == 1:  # BatchNorm / LayerNorm scale
+        x = rng.uniform(0.6, 1.4, shape)
+    elif leaf == "bias":
+        x = rng.normal(0.0, 0.2 if parent.startswith(("norm", "bn")) else 0.1, shape)
+    else:  # conv / linear weight: [out, in, ...], variance 1/fan_in keeps activations O(1)
+        fan_in = int(np.prod(shape[1:])) if len(shape) > 1 else 1
+        x = rng.normal(0.0, fan_in**-0.5, shape)
+    return x.astype(np.float32)
+
+
+def seeded_weights(config, num_heads: int = 2, seed: int = 0, family: str = "efficientformer") -> dict:
+    """A full weight dict for `config` (see the model module's `weight_schema`)."""
+    if family != "efficientformer":
+        raise ValueError(f"unknown model family {family!r}")
+    from .efficientformer import weight_schema
+
+    return {name: seeded_tensor(name, shape, seed) for name, shape in weight_schema(config, num_heads).items()}
