@@ -11,8 +11,10 @@ committed golden outputs):
                          int(S * long / short) (floor, computed exactly in that float order);
                          `{"height": h, "width": w}`: squash to h x w, aspect not kept.
       -> center_crop     top = (H - ch) // 2, left = (W - cw) // 2 (floor); an image smaller than
-                         the crop is first zero-padded (uint8 0, i.e. black) with the same floor
-                         offsets, exactly like `transformers.image_transforms.center_crop`.
+                         the crop is first zero-padded (uint8 0, i.e. black), exactly like
+                         `transformers.image_transforms.center_crop` -- including its quirk of
+                         returning one pixel less than the crop size on an axis where the
+                         shortfall is odd (see `center_crop`).
       -> rescale         `image * rescale_factor` (uint8 * Python float -> float64), then float32.
       -> normalize       float32: (x - mean) / std with mean/std cast to float32 first.
       -> CHW, stacked to float32 [N, 3, h, w].
@@ -242,6 +244,13 @@ def center_crop(image: np.ndarray, crop_height: int, crop_width: int) -> np.ndar
     If the image is smaller than the crop in either dimension it is first placed on a zero canvas of
     size max(H, ch) x max(W, cw) at offset ((newH - H) // 2, (newW - W) // 2) and then cropped, so
     the padding is 0 in the input dtype (black for uint8, before rescale/normalize).
+
+    HF quirk, reproduced on purpose: the crop window keeps the unpadded floor offset
+    (H - ch) // 2 (rounded toward -inf) plus the pad (newH - H) // 2 (rounded toward 0) and is then
+    clipped to the canvas. When ch - H is odd the window starts at -1, so the result is one pixel
+    SHORT on that axis: a 223 x 223 image "cropped" to 224 x 224 comes back 223 x 223 unpadded,
+    222 x 221 comes back 224 x 223. Only reachable with do_resize=False, a shortest_edge or
+    height/width below the crop size; never with the published or default settings.
     """
     height, width = image.shape[:2]
     top, left = center_crop_offsets(height, width, crop_height, crop_width)
@@ -296,7 +305,13 @@ _FIELDS = (
     "image_std",
 )
 # Metadata keys HF writes into preprocessor_config.json; they do not affect the output.
-_METADATA_KEYS = ("image_processor_type", "processor_class", "feature_extractor_type", "_processor_class", "_valid_processor_keys")
+_METADATA_KEYS = (
+    "image_processor_type",
+    "processor_class",
+    "feature_extractor_type",
+    "_processor_class",
+    "_valid_processor_keys",
+)
 _THIS_TYPE = "EfficientFormerImageProcessor"
 
 
@@ -323,7 +338,10 @@ def _size_dict(value: Any, what: str, strict: bool) -> Dict[str, int]:
         raise ConfigError(f"{what} must be an int, [height, width] or a dict, got {value!r}")
     keys = set(value)
     if keys == {"height", "width"}:
-        return {"height": _positive_int(value["height"], f"{what}.height"), "width": _positive_int(value["width"], f"{what}.width")}
+        return {
+            "height": _positive_int(value["height"], f"{what}.height"),
+            "width": _positive_int(value["width"], f"{what}.width"),
+        }
     if keys == {"shortest_edge"}:
         return {"shortest_edge": _positive_int(value["shortest_edge"], f"{what}.shortest_edge")}
     if keys == {"shortest_edge", "longest_edge"}:
@@ -434,7 +452,9 @@ class EfficientFormerImageProcessor:
         self.rescale_factor = _real(rescale_factor, "rescale_factor")
         self.do_normalize = _bool(do_normalize, "do_normalize")
         self.image_mean = _mean_std(image_mean if image_mean is not None else IMAGENET_DEFAULT_MEAN, "image_mean")
-        self.image_std = _mean_std(image_std if image_std is not None else IMAGENET_DEFAULT_STD, "image_std", nonzero=True)
+        self.image_std = _mean_std(
+            image_std if image_std is not None else IMAGENET_DEFAULT_STD, "image_std", nonzero=True
+        )
         self.strict = strict
 
     # ---- constructors -------------------------------------------------------------------------
@@ -488,7 +508,9 @@ class EfficientFormerImageProcessor:
         return cls(**kwargs, strict=strict)
 
     @classmethod
-    def from_pretrained(cls, path: Union[str, "os.PathLike[str]"], *, strict: bool = True) -> "EfficientFormerImageProcessor":
+    def from_pretrained(
+        cls, path: Union[str, "os.PathLike[str]"], *, strict: bool = True
+    ) -> "EfficientFormerImageProcessor":
         """Read `preprocessor_config.json` from a directory, or a JSON file given directly."""
         path = os.fspath(path)
         file = os.path.join(path, PREPROCESSOR_CONFIG_NAME) if os.path.isdir(path) else path
@@ -496,7 +518,9 @@ class EfficientFormerImageProcessor:
             with open(file, "r", encoding="utf-8") as handle:
                 config = json.load(handle)
         except FileNotFoundError:
-            raise ConfigError(f"{file}: no such file (expected a directory containing {PREPROCESSOR_CONFIG_NAME} or the JSON file)") from None
+            raise ConfigError(
+                f"{file}: no such file (expected a directory containing {PREPROCESSOR_CONFIG_NAME} or the JSON file)"
+            ) from None
         except (OSError, UnicodeDecodeError) as err:
             raise ConfigError(f"{file}: cannot read: {err}") from err
         except json.JSONDecodeError as err:
@@ -588,7 +612,7 @@ class EfficientFormerImageProcessor:
                 f"images have different output shapes {sorted(shapes)} (no center crop?); "
                 "cannot stack them: use return_tensors=None"
             )
-        return BatchFeature(pixel_values=np.stack(outputs))
+        return BatchFeature(pixel_values=np.ascontiguousarray(np.stack(outputs)))
 
     def _process_one(self, image: ImageLike) -> np.ndarray:
         """One image -> [h, w, 3] float32 (channels last, as HF computes it)."""
