@@ -101,7 +101,7 @@ class EfficientFormerConfig:
     def from_dict(cls, d: dict, source: str = "config") -> "EfficientFormerConfig":
         """Build from a transformers-style dict; `source` names the file in error messages."""
         d = copy.deepcopy(d)
-        model_type = d.get("model_type", "efficientformer")
+        model_type = d.pop("model_type", "efficientformer")
         if model_type != "efficientformer":
             raise ConfigError(f"{source}: model_type is {model_type!r}, expected 'efficientformer'")
         known = {f.name for f in fields(cls)} - {"extra", "num_labels", "id2label"}

@@ -271,10 +271,9 @@ class EfficientFormerPreTrainedModel:
 
     def _features(self, pixel_values, output_hidden_states, output_attentions, trace):
         x = check_pixel_values(pixel_values, self.config, self.dtype)
-        tokens, hidden_states, attentions = encoder(x, self.params, self.config, trace or no_trace)
+        tokens, hidden_states, attentions = encoder(x, self.params, self.config, trace)
         p = self.params
-        last = layer_norm(tokens, p["norm.weight"], p["norm.bias"], self.config.layer_norm_eps)
-        last = (trace or no_trace)("norm", last)
+        last = trace("norm", layer_norm(tokens, p["norm.weight"], p["norm.bias"], self.config.layer_norm_eps))
         return BaseModelOutput(
             last_hidden_state=last,
             hidden_states=tuple(hidden_states) if output_hidden_states else None,
@@ -285,7 +284,7 @@ class EfficientFormerPreTrainedModel:
         if self.config.num_labels == 0:  # transformers uses an Identity head
             return pooled
         p = self.params
-        return (trace or no_trace)(name, linear(pooled, p[f"{name}.weight"], p[f"{name}.bias"]))
+        return trace(name, linear(pooled, p[f"{name}.weight"], p[f"{name}.bias"]))
 
 
 def select_heads(tensors: dict, num_heads: int) -> dict:
@@ -299,7 +298,7 @@ class EfficientFormerModel(EfficientFormerPreTrainedModel):
     """The backbone: `last_hidden_state` [B, N, C] (after the final LayerNorm), `hidden_states`, `attentions`."""
 
     def __call__(self, pixel_values, output_hidden_states=False, output_attentions=False, trace=None):
-        return self._features(pixel_values, output_hidden_states, output_attentions, trace)
+        return self._features(pixel_values, output_hidden_states, output_attentions, no_trace if trace is None else trace)
 
 
 class EfficientFormerForImageClassification(EfficientFormerPreTrainedModel):
@@ -308,8 +307,9 @@ class EfficientFormerForImageClassification(EfficientFormerPreTrainedModel):
     num_heads = 1
 
     def __call__(self, pixel_values, labels=None, output_hidden_states=False, output_attentions=False, trace=None):
+        trace = no_trace if trace is None else trace
         out = self._features(pixel_values, output_hidden_states, output_attentions, trace)
-        pooled = (trace or no_trace)("pooled", out.last_hidden_state.mean(axis=-2))  # [B, C]
+        pooled = trace("pooled", out.last_hidden_state.mean(axis=-2))  # [B, C]
         logits = self._head(pooled, "head", trace)  # [B, num_labels]
         loss = None if labels is None else classification_loss(logits, labels, self.config)
         return ImageClassifierOutput(loss, logits, out.hidden_states, out.attentions)
@@ -321,11 +321,12 @@ class EfficientFormerForImageClassificationWithTeacher(EfficientFormerPreTrained
     num_heads = 2
 
     def __call__(self, pixel_values, output_hidden_states=False, output_attentions=False, trace=None):
+        trace = no_trace if trace is None else trace
         out = self._features(pixel_values, output_hidden_states, output_attentions, trace)
-        pooled = (trace or no_trace)("pooled", out.last_hidden_state.mean(axis=-2))  # [B, C]
+        pooled = trace("pooled", out.last_hidden_state.mean(axis=-2))  # [B, C]
         cls_logits = self._head(pooled, "head", trace)
         distillation_logits = self._head(pooled, "head_dist", trace)
-        logits = (trace or no_trace)("logits", (cls_logits + distillation_logits) / 2)
+        logits = trace("logits", (cls_logits + distillation_logits) / 2)
         return EfficientFormerForImageClassificationWithTeacherOutput(
             logits, cls_logits, distillation_logits, out.hidden_states, out.attentions
         )

@@ -55,3 +55,45 @@ def hf_forward(model, pixel_values: np.ndarray, **kwargs):
         elif value is not None:
             result[key] = value.numpy()
     return result
+
+
+def import_timm():
+    """Import timm on a machine whose torchvision wheel cannot load its compiled ops.
+
+    timm imports torchvision, whose import registers fake kernels for `torchvision::nms` and
+    `qnms` and fails if those operators were never defined (the CUDA torchvision build next to
+    CPU torch). Defining the two schemas first lets the import succeed; no classifier uses them.
+    """
+    import torch
+
+    try:
+        import timm  # noqa: F401
+    except RuntimeError:
+        lib = torch.library.Library("torchvision", "DEF")
+        for op in ("nms", "qnms"):
+            lib.define(f"{op}(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
+        import_timm.library = lib  # keep the definitions alive
+        import timm  # noqa: F401
+    return timm
+
+
+def timm_efficientformer(config, weights: dict, dtype=np.float32):
+    """timm's EfficientFormer in eval mode holding `weights` (canonical names are timm's), and
+    timm's own original→timm `checkpoint_filter_fn`. timm's LayerNorm eps is fixed at 1e-5."""
+    import torch
+
+    import_timm()
+    from timm.models import efficientformer as timm_ef
+
+    if config.layer_norm_eps != 1e-5:
+        raise ValueError(f"timm's EfficientFormer uses LayerNorm eps 1e-5, the config says {config.layer_norm_eps}")
+    model = timm_ef.EfficientFormer(depths=tuple(config.depths), embed_dims=tuple(config.hidden_sizes),
+                                    num_vit=config.num_meta3d_blocks, num_classes=config.num_labels)
+    state = {k: torch.from_numpy(np.array(v)) for k, v in weights.items()}
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    leftovers = [k for k in missing if not k.endswith(("num_batches_tracked", "attention_bias_idxs"))]
+    if leftovers or unexpected:
+        raise RuntimeError(f"timm model did not take the weights: missing {leftovers}, unexpected {unexpected}")
+    model = model.to(torch.float64 if np.dtype(dtype) == np.float64 else torch.float32)
+    model.eval()
+    return model, timm_ef.checkpoint_filter_fn
