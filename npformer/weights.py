@@ -139,3 +139,9 @@ def check_tensors(tensors: dict, schema: dict, source: str) -> None:
             problems.append(f"{name}: expected a floating-point tensor, got {got.dtype}")
     if problems:
         raise CheckpointMismatchError(f"{source}: " + "; ".join(problems))
+
+
+def count_parameters(tensors: dict) -> int:
+    """Learned parameters, as PyTorch counts them: BatchNorm running statistics are buffers, not
+    parameters (L1 with both heads: 12,289,928, timm's published count)."""
+    return sum(int(v.size) for k, v in tensors.items() if not k.endswith(("running_mean", "running_var")))

@@ -150,4 +150,5 @@ def test_attention_matches_transformers(dtype, atol):
         x, ref.qkv.weight.detach().numpy(), ref.qkv.bias.detach().numpy(),
         ref.projection.weight.detach().numpy(), ref.projection.bias.detach().numpy(), bias, h, dk)
     np.testing.assert_allclose(probs, probs_ref.numpy(), rtol=0, atol=atol)
-    np.testing.assert_allclose(out, out_ref.numpy(), rtol=0, atol=atol * 10)
+    scale = np.abs(out_ref.numpy()).max()  # outputs reach ~30 here: compare relative to that
+    np.testing.assert_allclose(out, out_ref.numpy(), rtol=0, atol=atol * scale)
