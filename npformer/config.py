@@ -181,9 +181,15 @@ class EfficientFormerConfig:
             raise ConfigError(f"downsamples needs an entry per stage transition, got {self.downsamples}")
         if any(int(d) < 1 for d in self.depths[:3]) or self.depths[-1] < 0:
             raise ConfigError(f"depths must be positive, got {self.depths}")
-        if not 0 <= self.num_meta3d_blocks <= self.depths[-1]:
+        if self.num_meta3d_blocks == 0:
             raise ConfigError(
-                f"num_meta3d_blocks={self.num_meta3d_blocks} must lie in 0..depths[-1]={self.depths[-1]}"
+                "num_meta3d_blocks=0 has no reference to match: transformers 4.40.2 then returns the first "
+                "batch item's tokens as the last stage's output (its encoder indexes a tensor it expects to "
+                "be a tuple), so npformer refuses rather than guess"
+            )
+        if not 1 <= self.num_meta3d_blocks <= self.depths[-1]:
+            raise ConfigError(
+                f"num_meta3d_blocks={self.num_meta3d_blocks} must lie in 1..depths[-1]={self.depths[-1]}"
             )
         if self.dim != self.width:
             raise ConfigError(
@@ -205,6 +211,11 @@ class EfficientFormerConfig:
         for name in ("layer_norm_eps", "batch_norm_eps"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name}={getattr(self, name)} must be > 0")
+        if self.input_side_range() is None:
+            raise ConfigError(
+                f"no input size gives the {self.resolution}×{self.resolution} last stage that "
+                f"resolution={self.resolution} asks for (check the downsample_* fields)"
+            )
 
     # -- input size ---------------------------------------------------------------------------
 
@@ -221,8 +232,6 @@ class EfficientFormerConfig:
         return side
 
     def input_side_range(self) -> tuple[int, int] | None:
-        """(smallest, largest) input side whose last stage is resolution×resolution; None if any works."""
-        if self.num_meta3d_blocks == 0:
-            return None
+        """(smallest, largest) input side whose last stage is resolution×resolution (None: no such side)."""
         ok = [s for s in range(1, 64 * self.resolution + 64) if self.last_stage_side(s) == self.resolution]
-        return (min(ok), max(ok)) if ok else (0, -1)
+        return (min(ok), max(ok)) if ok else None

@@ -141,7 +141,7 @@ def mlp_4d(x, p: Params, cfg, trace, name):  # [B, C, H, W] -> [B, C, H, W]
 
 def meta4d_block(x, p: Params, cfg, trace, name):  # [B, C, H, W] -> [B, C, H, W]
     """Pooling block: x += ls1·(avgpool(x) − x); then x += ls2·MLP4D(x) on the updated x."""
-    mixed = trace(f"{name}.token_mixer", pool_mixer(x, cfg.pool_size))
+    mixed = trace(f"{name}.token_mixer", pool_mixer(x, cfg.pool_size or 3))  # transformers: None means 3
     x = x + layer_scale(mixed, p, f"{name}.ls1.gamma", cfg, channel_axis=1)
     x = x + layer_scale(mlp_4d(x, p, cfg, trace, f"{name}.mlp"), p, f"{name}.ls2.gamma", cfg, channel_axis=1)
     return trace(name, x)
@@ -220,15 +220,13 @@ def check_pixel_values(pixel_values, cfg, dtype) -> np.ndarray:
         )
     if x.dtype.kind not in "fiu":
         raise InputError(f"pixel_values must be a real-valued array, got dtype {x.dtype}")
-    side_range = cfg.input_side_range()
-    if side_range is not None:
-        lo, hi = side_range
-        H, W = x.shape[2:]
-        if not (lo <= H <= hi and lo <= W <= hi):
-            raise InputError(
-                f"EfficientFormer's attention bias is fixed to a {cfg.resolution}×{cfg.resolution} grid, so each "
-                f"input side must be {lo}–{hi} px; got {H}×{W}. Resize or crop the image (e.g. to 224×224)."
-            )
+    lo, hi = cfg.input_side_range()
+    H, W = x.shape[2:]
+    if not (lo <= H <= hi and lo <= W <= hi):
+        raise InputError(
+            f"EfficientFormer's attention bias is fixed to a {cfg.resolution}×{cfg.resolution} grid, so each "
+            f"input side must be {lo}–{hi} px; got {H}×{W}. Resize or crop the image (e.g. to 224×224)."
+        )
     return x.astype(dtype, copy=False)
 
 
