@@ -1,10 +1,10 @@
-"""EfficientFormer configuration: transformers' `config.json`, read and written.
+"""Model configurations: transformers' `config.json`, read and written.
 
-`EfficientFormerConfig` carries every field of transformers 4.40.2's `EfficientFormerConfig`
-with the same names and code defaults, plus the generic `PretrainedConfig` fields that matter to
-a classifier (`num_labels`, `id2label`, `problem_type`, `hidden_size`, ...). Each architecture
-field is either honoured by npformer's forward pass or rejected with a message saying why;
-training-only fields (dropout, drop-path, init) are kept so that a config round-trips.
+`EfficientFormerConfig` and `SwiftFormerConfig` carry every field of transformers 4.40.2's
+classes of the same names, with the same code defaults, plus the generic `PretrainedConfig`
+fields that matter to a classifier (`num_labels`, `id2label`, `problem_type`, ...). Each
+architecture field is either honoured by npformer's forward pass or rejected with a message
+saying why; training-only fields (dropout, drop-path, init) are kept so that a config round-trips.
 
     >>> cfg = EfficientFormerConfig.variant("l3")
     >>> cfg.hidden_sizes, cfg.depths, cfg.num_meta3d_blocks
@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import json
 from dataclasses import asdict, dataclass, field, fields
+from typing import ClassVar
 from pathlib import Path
 
 from .errors import ConfigError
@@ -42,9 +43,97 @@ _PASSTHROUGH = {
 }
 
 
+def _conv_out(side: int, kernel: int, stride: int, pad: int) -> int:
+    """Output side of a convolution (or pooling) along one axis."""
+    return (side + 2 * pad - kernel) // stride + 1
+
+
 @dataclass
-class EfficientFormerConfig:
+class ClassifierConfig:
+    """Fields and plumbing shared by the families: labels, problem type, and config.json I/O."""
+
+    model_type: ClassVar[str] = ""
+    num_labels: int = 2
+    id2label: dict | None = None
+    problem_type: str | None = None
+    extra: dict = field(default_factory=dict)  # everything else from config.json, round-tripped
+
+    def __post_init__(self):
+        self.validate()
+
+    @classmethod
+    def from_dict(cls, d: dict, source: str = "config"):
+        """Build from a transformers-style dict; `source` names the file in error messages."""
+        d = copy.deepcopy(d)
+        model_type = d.pop("model_type", cls.model_type)
+        if model_type != cls.model_type:
+            raise ConfigError(f"{source}: model_type is {model_type!r}, expected {cls.model_type!r}")
+        known = {f.name for f in fields(cls)} - {"extra", "num_labels", "id2label"}
+        kwargs = {k: d.pop(k) for k in list(d) if k in known}
+        # transformers: id2label decides num_labels; without it num_labels defaults to 2
+        id2label = d.pop("id2label", None)
+        num_labels = d.pop("num_labels", None)
+        if id2label is not None:
+            kwargs["id2label"] = {int(k): v for k, v in id2label.items()}
+            kwargs["num_labels"] = len(id2label)
+        elif num_labels is not None:
+            kwargs["num_labels"] = int(num_labels)
+        for key in list(d):
+            if key not in _PASSTHROUGH:
+                raise ConfigError(
+                    f"{source}: field {key!r} is not one of {cls.__name__}'s fields, and npformer "
+                    "cannot tell whether it changes the model; remove it or report it"
+                )
+        try:
+            return cls(**kwargs, extra=d)
+        except ConfigError as err:
+            raise ConfigError(f"{source}: {err}") from None
+        except TypeError as err:  # a field of the wrong type
+            raise ConfigError(f"{source}: {err}") from None
+
+    @classmethod
+    def from_json_file(cls, path):
+        path = Path(path)
+        try:
+            d = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: no such config file") from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise ConfigError(f"{path}: not a readable JSON config ({err})") from None
+        if not isinstance(d, dict):
+            raise ConfigError(f"{path}: expected a JSON object, got {type(d).__name__}")
+        return cls.from_dict(d, source=str(path))
+
+    def to_dict(self) -> dict:
+        """A transformers-compatible `config.json` dict."""
+        d = asdict(self)
+        extra = d.pop("extra")
+        if d["id2label"] is not None:
+            d["id2label"] = {str(k): v for k, v in d["id2label"].items()}
+        else:
+            del d["id2label"]
+        d = {k: v for k, v in d.items() if not (k == "hidden_size" and v is None)}
+        d.update(extra)
+        d["model_type"] = self.model_type
+        return d
+
+    def to_json_file(self, path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
+
+    def validate(self) -> None:
+        if self.num_labels < 0:
+            raise ConfigError(f"num_labels={self.num_labels} must be >= 0")
+        if self.problem_type not in (None, "regression", "single_label_classification", "multi_label_classification"):
+            raise ConfigError(f"problem_type={self.problem_type!r} is not one transformers understands")
+        if not self.batch_norm_eps > 0:
+            raise ConfigError(f"batch_norm_eps={self.batch_norm_eps} must be > 0")
+
+
+@dataclass
+class EfficientFormerConfig(ClassifierConfig):
     """Architecture of an EfficientFormer (V1) model; field names and defaults as transformers 4.40.2."""
+
+    model_type: ClassVar[str] = "efficientformer"
 
     depths: list = field(default_factory=lambda: [3, 2, 6, 4])
     hidden_sizes: list = field(default_factory=lambda: [48, 96, 224, 448])
@@ -73,15 +162,7 @@ class EfficientFormerConfig:
     layer_norm_eps: float = 1e-12  # transformers' value; the original repo and timm use 1e-5
     image_size: int = 224  # stored, unused (as in transformers)
     batch_norm_eps: float = 1e-5
-    # generic PretrainedConfig fields that matter to the heads
-    num_labels: int = 2
-    id2label: dict | None = None
-    problem_type: str | None = None
     hidden_size: int | None = None  # WithTeacher sizes its heads with it; must equal hidden_sizes[-1]
-    extra: dict = field(default_factory=dict)  # everything else from config.json, round-tripped
-
-    def __post_init__(self):
-        self.validate()
 
     # -- construction -------------------------------------------------------------------------
 
@@ -96,64 +177,6 @@ class EfficientFormerConfig:
         spec.update(dim=width, hidden_size=width, num_labels=1000)
         spec.update(overrides)
         return cls(**spec)
-
-    @classmethod
-    def from_dict(cls, d: dict, source: str = "config") -> "EfficientFormerConfig":
-        """Build from a transformers-style dict; `source` names the file in error messages."""
-        d = copy.deepcopy(d)
-        model_type = d.pop("model_type", "efficientformer")
-        if model_type != "efficientformer":
-            raise ConfigError(f"{source}: model_type is {model_type!r}, expected 'efficientformer'")
-        known = {f.name for f in fields(cls)} - {"extra", "num_labels", "id2label"}
-        kwargs = {k: d.pop(k) for k in list(d) if k in known}
-        # transformers: id2label decides num_labels; without it num_labels defaults to 2
-        id2label = d.pop("id2label", None)
-        num_labels = d.pop("num_labels", None)
-        if id2label is not None:
-            kwargs["id2label"] = {int(k): v for k, v in id2label.items()}
-            kwargs["num_labels"] = len(id2label)
-        elif num_labels is not None:
-            kwargs["num_labels"] = int(num_labels)
-        for key in list(d):
-            if key not in _PASSTHROUGH:
-                raise ConfigError(
-                    f"{source}: field {key!r} is not an EfficientFormerConfig field and npformer "
-                    "cannot tell whether it changes the model; remove it or report it"
-                )
-        try:
-            return cls(**kwargs, extra=d)
-        except ConfigError as err:
-            raise ConfigError(f"{source}: {err}") from None
-
-    @classmethod
-    def from_json_file(cls, path) -> "EfficientFormerConfig":
-        path = Path(path)
-        try:
-            d = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise ConfigError(f"{path}: no such config file") from None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise ConfigError(f"{path}: not a readable JSON config ({err})") from None
-        if not isinstance(d, dict):
-            raise ConfigError(f"{path}: expected a JSON object, got {type(d).__name__}")
-        return cls.from_dict(d, source=str(path))
-
-    def to_dict(self) -> dict:
-        """A transformers-compatible `config.json` dict."""
-        d = asdict(self)
-        extra = d.pop("extra")
-        if d["id2label"] is not None:
-            d["id2label"] = {str(k): v for k, v in d["id2label"].items()}
-        else:
-            del d["id2label"]
-        if d["hidden_size"] is None:
-            del d["hidden_size"]
-        d.update(extra)
-        d["model_type"] = "efficientformer"
-        return d
-
-    def to_json_file(self, path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
 
     # -- derived quantities -------------------------------------------------------------------
 
@@ -173,6 +196,7 @@ class EfficientFormerConfig:
 
     def validate(self) -> None:
         """Reject configs npformer (or transformers itself) cannot run, saying which field and why."""
+        super().validate()
         if len(self.depths) != 4 or len(self.hidden_sizes) != 4:
             raise ConfigError(
                 f"depths and hidden_sizes must have 4 entries (4 stages), got {self.depths} and {self.hidden_sizes}"
@@ -204,13 +228,8 @@ class EfficientFormerConfig:
             )
         if self.pool_size is not None and (self.pool_size < 1 or self.pool_size % 2 == 0):
             raise ConfigError(f"pool_size={self.pool_size} must be odd (the pooling keeps the spatial size)")
-        if self.num_labels < 0:
-            raise ConfigError(f"num_labels={self.num_labels} must be >= 0")
-        if self.problem_type not in (None, "regression", "single_label_classification", "multi_label_classification"):
-            raise ConfigError(f"problem_type={self.problem_type!r} is not one transformers understands")
-        for name in ("layer_norm_eps", "batch_norm_eps"):
-            if not getattr(self, name) > 0:
-                raise ConfigError(f"{name}={getattr(self, name)} must be > 0")
+        if not self.layer_norm_eps > 0:
+            raise ConfigError(f"layer_norm_eps={self.layer_norm_eps} must be > 0")
         if self.input_side_range() is None:
             raise ConfigError(
                 f"no input size gives the {self.resolution}×{self.resolution} last stage that "
@@ -221,14 +240,10 @@ class EfficientFormerConfig:
 
     def last_stage_side(self, side: int) -> int:
         """Side of the last stage's feature map for an input side (stem /4, then three downsamples)."""
-
-        def conv_out(s, k, stride, pad):
-            return (s + 2 * pad - k) // stride + 1
-
-        side = conv_out(conv_out(side, 3, 2, 1), 3, 2, 1)
+        side = _conv_out(_conv_out(side, 3, 2, 1), 3, 2, 1)
         for stage in (1, 2, 3):
             if self.has_downsample(stage):
-                side = conv_out(side, self.downsample_patch_size, self.downsample_stride, self.downsample_pad)
+                side = _conv_out(side, self.downsample_patch_size, self.downsample_stride, self.downsample_pad)
         return side
 
     def input_side_range(self) -> tuple[int, int] | None:

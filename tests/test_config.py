@@ -56,7 +56,7 @@ def test_impossible_configs_are_rejected(change, message):
 def test_unknown_fields_are_rejected_but_generic_ones_pass_through(tmp_path):
     base = EfficientFormerConfig.variant("l1").to_dict()
     assert EfficientFormerConfig.from_dict({**base, "torch_dtype": "float32"}).extra["torch_dtype"] == "float32"
-    with pytest.raises(ConfigError, match="'crop_pct' is not an EfficientFormerConfig field"):
+    with pytest.raises(ConfigError, match="'crop_pct' is not one of EfficientFormerConfig's fields"):
         EfficientFormerConfig.from_dict({**base, "crop_pct": 0.9}, source="x/config.json")
     with pytest.raises(ConfigError, match="model_type is 'swiftformer'"):
         EfficientFormerConfig.from_dict({**base, "model_type": "swiftformer"})

@@ -102,7 +102,7 @@ def test_config_fields_are_honoured_or_rejected(tmp_path):
     config = json.loads((target / "config.json").read_text())
     for field, value, message in [("dim", 448, "dim=448 must equal hidden_sizes"),
                                   ("hidden_act", "swish", "hidden_act='swish' is not supported"),
-                                  ("mystery_knob", 3, "'mystery_knob' is not an EfficientFormerConfig field")]:
+                                  ("mystery_knob", 3, "'mystery_knob' is not one of EfficientFormerConfig's fields")]:
         (target / "config.json").write_text(json.dumps({**config, field: value}))
         with pytest.raises(ConfigError, match=message):
             npformer.from_pretrained(target)
