@@ -1,6 +1,7 @@
-"""Converters: foreign EfficientFormer checkpoints → npformer's canonical weights.
+"""Converters: foreign EfficientFormer and SwiftFormer checkpoints → npformer's canonical weights.
 
-Three key schemas describe the same tensors (spec §7.1); npformer's canonical names are timm's.
+Three key schemas describe the same tensors of each family (spec §7.1, §7.3); npformer's
+canonical names are timm's. EfficientFormer:
 
     canonical / timm                      transformers (…WithTeacher)                                original (snap-research)
     stem.conv1                            efficientformer.patch_embed.convolution1                   patch_embed.0
@@ -10,44 +11,65 @@ Three key schemas describe the same tensors (spec §7.1); npformer's canonical n
     stages.3.blocks.4.ls1.gamma           ….last_stage.meta3D_layers.blocks.0.layer_scale_1          network.6.4.layer_scale_1
     norm / head / head_dist               efficientformer.layernorm / classifier / distillation_classifier  norm / head / dist_head
 
-Each schema is written once, as a map from canonical tensor names to foreign names built from the
+SwiftFormer:
+
+    canonical / timm                      transformers                                               original (Amshaker)
+    stem.0                                swiftformer.patch_embed.patch_embedding.0                  patch_embed.0
+    stages.1.downsample.proj              swiftformer.encoder.network.1.proj                         network.1.proj
+    stages.0.blocks.0.dwconv              swiftformer.encoder.network.0.blocks.0.depth_wise_conv     network.0.0.dwconv
+    stages.0.blocks.0.layer_scale.gamma   swiftformer.encoder.network.0.blocks.0.layer_scale         network.0.0.layer_scale
+    stages.0.blocks.2.attn.proj           swiftformer.encoder.network.0.blocks.2.attn.proj           network.0.2.attn.Proj
+    norm / head / head_dist               norm / head / dist_head                                    norm / head / dist_head
+
+Each schema is written once, as a map from canonical module names to foreign ones built from the
 config; converting is a lookup in its inverse. Derived buffers are checked, then dropped:
 `attention_bias_idxs` must equal the |Δrow|·R + |Δcol| table npformer computes, and
 `num_batches_tracked` is unused at inference.
+
+SwiftFormer's attention generation (spec §4.2) is never guessed: transformers checkpoints are v1,
+timm checkpoints v2, and for an original `.pth` the caller must say which.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
 import numpy as np
 
-from .config import VARIANTS, EfficientFormerConfig
-from .efficientformer import ARCHITECTURES, block_names, weight_schema
+from . import efficientformer, swiftformer
+from .config import ATTENTION_GENERATIONS, SWIFTFORMER_VARIANTS, VARIANTS, EfficientFormerConfig, SwiftFormerConfig
 from .errors import CheckpointMismatchError, ConfigError, WeightFileError
 from .layers import attention_bias_index
-from .weights import check_tensors, load_weights, make_metadata, metadata_config, read_safetensors, save_weights
+from .weights import check_tensors, make_metadata, metadata_config, read_safetensors, save_weights, validate_metadata
 
-HEAD_COUNT = {
-    "EfficientFormerModel": 0,
-    "EfficientFormerForImageClassification": 1,
-    "EfficientFormerForImageClassificationWithTeacher": 2,
+FAMILIES = {
+    "efficientformer": (EfficientFormerConfig, efficientformer),
+    "swiftformer": (SwiftFormerConfig, swiftformer),
 }
-ARCHITECTURE_FOR_HEADS = {n: a for a, n in HEAD_COUNT.items()}
-
-# per-module renames of the tensor names below a module (canonical -> foreign), first match wins
-_HF_META4D = [("mlp.fc1", "mlp.convolution1"), ("mlp.norm1", "mlp.batchnorm_before"), ("mlp.fc2", "mlp.convolution2"),
-              ("mlp.norm2", "mlp.batchnorm_after"), ("ls1.gamma", "layer_scale_1"), ("ls2.gamma", "layer_scale_2")]
-_HF_META3D = [("norm1", "layernorm1"), ("norm2", "layernorm2"), ("token_mixer.proj", "token_mixer.projection"),
-              ("mlp.fc1", "mlp.linear_in"), ("mlp.fc2", "mlp.linear_out"), ("ls1.gamma", "layer_scale_1"),
-              ("ls2.gamma", "layer_scale_2")]
-_HF_DOWN = [("conv", "projection")]
-_ORIGINAL_BLOCK = [("ls1.gamma", "layer_scale_1"), ("ls2.gamma", "layer_scale_2")]
+# the class a checkpoint becomes, by family and number of classifier heads
+ARCHITECTURE_FOR_HEADS = {
+    "efficientformer": {0: "EfficientFormerModel", 1: "EfficientFormerForImageClassification",
+                        2: "EfficientFormerForImageClassificationWithTeacher"},
+    "swiftformer": {0: "SwiftFormerModel", 2: "SwiftFormerForImageClassification"},
+}
+HEAD_COUNT = {arch: n for family in ARCHITECTURE_FOR_HEADS.values() for n, arch in family.items()}
+SOURCE_GENERATION = {"transformers": "v1", "timm": "v2"}  # SwiftFormer attention, by checkpoint schema
 
 
-def _hf_modules(cfg: EfficientFormerConfig) -> dict[str, tuple[str, list]]:
-    """canonical module -> (transformers module, renames below it)."""
+# ---------------------------------------------------------------------------------------------
+# EfficientFormer key maps: canonical module -> (foreign module, renames below it)
+
+_EF_HF_META4D = [("mlp.fc1", "mlp.convolution1"), ("mlp.norm1", "mlp.batchnorm_before"), ("mlp.fc2", "mlp.convolution2"),
+                 ("mlp.norm2", "mlp.batchnorm_after"), ("ls1.gamma", "layer_scale_1"), ("ls2.gamma", "layer_scale_2")]
+_EF_HF_META3D = [("norm1", "layernorm1"), ("norm2", "layernorm2"), ("token_mixer.proj", "token_mixer.projection"),
+                 ("mlp.fc1", "mlp.linear_in"), ("mlp.fc2", "mlp.linear_out"), ("ls1.gamma", "layer_scale_1"),
+                 ("ls2.gamma", "layer_scale_2")]
+_EF_ORIGINAL_BLOCK = [("ls1.gamma", "layer_scale_1"), ("ls2.gamma", "layer_scale_2")]
+
+
+def _ef_transformers(cfg: EfficientFormerConfig) -> dict[str, tuple[str, list]]:
     enc = "efficientformer.encoder"
     m = {
         "stem.conv1": ("efficientformer.patch_embed.convolution1", []),
@@ -61,23 +83,22 @@ def _hf_modules(cfg: EfficientFormerConfig) -> dict[str, tuple[str, list]]:
     idx = 0  # transformers' intermediate_stages list: stage 0, down, stage 1, down, stage 2, down
     for stage in range(4):
         if stage > 0 and cfg.has_downsample(stage):
-            m[f"stages.{stage}.downsample"] = (f"{enc}.intermediate_stages.{idx}", _HF_DOWN)
+            m[f"stages.{stage}.downsample"] = (f"{enc}.intermediate_stages.{idx}", [("conv", "projection")])
             idx += 1
         meta4d = meta3d = 0
-        for kind, name in block_names(cfg, stage):
+        for kind, name in efficientformer.block_names(cfg, stage):
             if kind == "meta4d":
                 where = f"intermediate_stages.{idx}" if stage < 3 else "last_stage"
-                m[name] = (f"{enc}.{where}.meta4D_layers.blocks.{meta4d}", _HF_META4D)
+                m[name] = (f"{enc}.{where}.meta4D_layers.blocks.{meta4d}", _EF_HF_META4D)
                 meta4d += 1
             elif kind == "meta3d":
-                m[name] = (f"{enc}.last_stage.meta3D_layers.blocks.{meta3d}", _HF_META3D)
+                m[name] = (f"{enc}.last_stage.meta3D_layers.blocks.{meta3d}", _EF_HF_META3D)
                 meta3d += 1
         idx += stage < 3
     return m
 
 
-def _original_modules(cfg: EfficientFormerConfig) -> dict[str, tuple[str, list]]:
-    """canonical module -> (snap-research module, renames below it)."""
+def _ef_original(cfg: EfficientFormerConfig) -> dict[str, tuple[str, list]]:
     m = {
         "stem.conv1": ("patch_embed.0", []), "stem.norm1": ("patch_embed.1", []),
         "stem.conv2": ("patch_embed.3", []), "stem.norm2": ("patch_embed.4", []),
@@ -86,26 +107,79 @@ def _original_modules(cfg: EfficientFormerConfig) -> dict[str, tuple[str, list]]
     for stage in range(4):
         if stage > 0:
             m[f"stages.{stage}.downsample"] = (f"network.{2 * stage - 1}", [("conv", "proj")])
-        for kind, name in block_names(cfg, stage):
+        for kind, name in efficientformer.block_names(cfg, stage):
             if kind != "flat":
-                m[name] = (f"network.{2 * stage}.{name.rsplit('.', 1)[1]}", _ORIGINAL_BLOCK)
+                m[name] = (f"network.{2 * stage}.{name.rsplit('.', 1)[1]}", _EF_ORIGINAL_BLOCK)
     return m
 
 
-def _timm_modules(cfg: EfficientFormerConfig) -> dict[str, tuple[str, list]]:
+# ---------------------------------------------------------------------------------------------
+# SwiftFormer key maps
+
+_SF_HF_CONV = [("dwconv", "depth_wise_conv"), ("pwconv1", "point_wise_conv1"), ("pwconv2", "point_wise_conv2"),
+               ("layer_scale.gamma", "layer_scale")]
+_SF_SCALES = [("layer_scale_1.gamma", "layer_scale_1"), ("layer_scale_2.gamma", "layer_scale_2")]
+
+
+def _sf_blocks(cfg: SwiftFormerConfig, stage_module, conv_renames, block_renames) -> dict[str, tuple[str, list]]:
+    """Blocks of every stage; `stage_module(stage, index_in_transformers_list)` names a stage."""
+    m = {}
+    idx = 0
+    for stage in range(4):
+        if stage > 0 and cfg.has_downsample(stage):
+            m[f"stages.{stage}.downsample"] = (stage_module(stage, idx, downsample=True), [])
+            idx += 1
+        for kind, name in swiftformer.block_names(cfg, stage):
+            foreign = f"{stage_module(stage, idx)}.{name.rsplit('.', 1)[1]}"
+            if kind == "conv_encoder":
+                m[name] = (foreign, conv_renames)
+            else:
+                m[name] = (foreign, block_renames)
+                m[f"{name}.local_representation"] = (f"{foreign}.local_representation", conv_renames)
+        idx += 1
+    return m
+
+
+def _sf_transformers(cfg: SwiftFormerConfig) -> dict[str, tuple[str, list]]:
+    def stage_module(stage, idx, downsample=False):
+        return f"swiftformer.encoder.network.{idx}" + ("" if downsample else ".blocks")
+
+    m = {f"stem.{i}": (f"swiftformer.patch_embed.patch_embedding.{i}", []) for i in (0, 1, 3, 4)}
+    m |= {"norm": ("norm", []), "head": ("head", []), "head_dist": ("dist_head", [])}
+    return m | _sf_blocks(cfg, stage_module, _SF_HF_CONV, _SF_SCALES)
+
+
+def _sf_original(cfg: SwiftFormerConfig) -> dict[str, tuple[str, list]]:
+    def stage_module(stage, idx, downsample=False):
+        return f"network.{2 * stage - 1}" if downsample else f"network.{2 * stage}"
+
+    m = {f"stem.{i}": (f"patch_embed.{i}", []) for i in (0, 1, 3, 4)}
+    m |= {"norm": ("norm", []), "head": ("head", []), "head_dist": ("dist_head", [])}
+    conv = [("layer_scale.gamma", "layer_scale")]
+    return m | _sf_blocks(cfg, stage_module, conv, _SF_SCALES + [("attn.proj", "attn.Proj")])
+
+
+def _identity(cfg) -> dict[str, tuple[str, list]]:
     """timm's names are the canonical names."""
     return {"": ("", [])}
 
 
-SCHEMAS = {"transformers": _hf_modules, "original": _original_modules, "timm": _timm_modules}
+SCHEMAS = {
+    ("efficientformer", "transformers"): _ef_transformers,
+    ("efficientformer", "original"): _ef_original,
+    ("efficientformer", "timm"): _identity,
+    ("swiftformer", "transformers"): _sf_transformers,
+    ("swiftformer", "original"): _sf_original,
+    ("swiftformer", "timm"): _identity,
+}
 
 
-def foreign_names(cfg: EfficientFormerConfig, num_heads: int, schema: str) -> dict[str, str]:
+def foreign_names(cfg, num_heads: int, schema: str) -> dict[str, str]:
     """{canonical tensor name: its name in `schema`} for every tensor of the model."""
-    modules = SCHEMAS[schema](cfg)
+    modules = SCHEMAS[cfg.model_type, schema](cfg)
     prefixes = sorted(modules, key=len, reverse=True)
     out = {}
-    for name in weight_schema(cfg, num_heads):
+    for name in FAMILIES[cfg.model_type][1].weight_schema(cfg, num_heads):
         prefix = next(p for p in prefixes if p == "" or name.startswith(p + "."))
         target, renames = modules[prefix]
         rest = name[len(prefix) + 1 :] if prefix else name
@@ -117,21 +191,21 @@ def foreign_names(cfg: EfficientFormerConfig, num_heads: int, schema: str) -> di
     return out
 
 
-def to_canonical(state: dict, cfg: EfficientFormerConfig, num_heads: int, schema: str, source: str) -> dict:
+def to_canonical(state: dict, cfg, num_heads: int, schema: str, source: str) -> dict:
     """Rename a foreign state dict to canonical names; check and drop the derived buffers.
 
     Raises CheckpointMismatchError naming every missing, unexpected or mis-shaped tensor.
     """
     names = foreign_names(cfg, num_heads, schema)
     inverse = {foreign: canon for canon, foreign in names.items()}
-    idx = attention_bias_index(cfg.resolution)
     tensors, unexpected = {}, []
     for key, value in state.items():
         if key in inverse:
             tensors[inverse[key]] = np.asarray(value, dtype=np.float32)
         elif key.endswith(".num_batches_tracked"):
             continue
-        elif key.endswith(".attention_bias_idxs"):
+        elif key.endswith(".attention_bias_idxs") and cfg.model_type == "efficientformer":
+            idx = attention_bias_index(cfg.resolution)
             if tuple(value.shape) != idx.shape or not np.array_equal(value, idx):
                 raise CheckpointMismatchError(
                     f"{source}: {key} is not the |Δrow|·{cfg.resolution} + |Δcol| index table npformer uses "
@@ -139,46 +213,61 @@ def to_canonical(state: dict, cfg: EfficientFormerConfig, num_heads: int, schema
                 )
         else:
             unexpected.append(key)
-    check_tensors({**tensors, **{k: np.zeros(0) for k in unexpected}}, weight_schema(cfg, num_heads), source)
+    module = FAMILIES[cfg.model_type][1]
+    check_tensors({**tensors, **{k: np.zeros(0) for k in unexpected}}, module.weight_schema(cfg, num_heads), source)
     return tensors
 
 
 # ---------------------------------------------------------------------------------------------
-# reading whole checkpoints
+# configs of checkpoints that carry none (original, timm): inferred from tensor shapes
 
 
-def _config_from_tensors(state: dict, schema: str, source: str) -> EfficientFormerConfig:
-    """Infer an original / timm checkpoint's config from its tensor shapes (they carry no config).
+def _block_indices(state, pattern) -> dict[int, set]:
+    """{stage-module index: block indices} for keys matching `pattern` (two groups: stage, block)."""
+    found: dict[int, set] = {}
+    for key in state:
+        if m := re.match(pattern, key):
+            found.setdefault(int(m.group(1)), set()).add(int(m.group(2)))
+    return found
 
-    Both use PyTorch's LayerNorm eps 1e-5 (transformers uses 1e-12)."""
-    stem, down, block = {
-        "original": ("patch_embed.3.weight", "network.{}.proj.weight", r"network\.{}\.(\d+)\."),
-        "timm": ("stem.conv2.weight", "stages.{}.downsample.conv.weight", r"stages\.{}\.blocks\.(\d+)\."),
-    }[schema]
-    down_key = (lambda s: down.format(2 * s - 1)) if schema == "original" else (lambda s: down.format(s))
-    block_stage = (lambda s: 2 * s) if schema == "original" else (lambda s: s)
+
+def _config_from_tensors(state: dict, family: str, schema: str, source: str, attention_generation=None):
+    """Infer the config of an original / timm checkpoint from its tensor shapes.
+
+    EfficientFormer: both use PyTorch's LayerNorm eps 1e-5 (transformers uses 1e-12)."""
+    original = schema == "original"
+    stem = {("efficientformer", True): "patch_embed.3.weight", ("efficientformer", False): "stem.conv2.weight",
+            ("swiftformer", True): "patch_embed.3.weight", ("swiftformer", False): "stem.3.weight"}[family, original]
+    down_conv = {"efficientformer": "conv", "swiftformer": "proj"}[family]
+    down = (lambda s: f"network.{2 * s - 1}.proj.weight") if original else (lambda s: f"stages.{s}.downsample.{down_conv}.weight")
     try:
-        widths = [int(state[stem].shape[0])] + [int(state[down_key(s)].shape[0]) for s in (1, 2, 3)]
+        widths = [int(state[stem].shape[0])] + [int(state[down(s)].shape[0]) for s in (1, 2, 3)]
     except KeyError as err:
-        raise CheckpointMismatchError(f"{source}: not a {schema} EfficientFormer checkpoint (no {err.args[0]})") from None
-    depths, meta3d = [], 0
-    for s in range(4):
-        pattern = re.compile(block.format(block_stage(s)))
-        indices = {int(m.group(1)) for k in state if (m := pattern.match(k))}
-        if s == 3:
-            meta3d = len({int(m.group(1)) for k in state if (m := pattern.match(k)) and ".token_mixer.qkv." in k})
-        depths.append(len(indices))
+        raise CheckpointMismatchError(f"{source}: not a {schema} {family} checkpoint (no {err.args[0]})") from None
+    blocks = _block_indices(state, r"network\.(\d+)\.(\d+)\." if original else r"stages\.(\d+)\.blocks\.(\d+)\.")
+    depths = [len(blocks.get(2 * s if original else s, ())) for s in range(4)]
     head = state.get("head.weight")
-    cfg = dict(hidden_sizes=widths, depths=depths, num_meta3d_blocks=meta3d, dim=widths[-1], hidden_size=widths[-1],
-               layer_norm_eps=1e-5, num_labels=int(head.shape[0]) if head is not None else 1000)
-    return EfficientFormerConfig(**cfg)
+    num_labels = int(head.shape[0]) if head is not None else 1000
+    if family == "swiftformer":
+        return SwiftFormerConfig(embed_dims=widths, depths=depths, num_labels=num_labels,
+                                 attention_generation=attention_generation)
+    last = r"network\.6\.(\d+)\.token_mixer\.qkv\." if original else r"stages\.3\.blocks\.(\d+)\.token_mixer\.qkv\."
+    meta3d = len({m.group(1) for k in state if (m := re.match(last, k))})
+    return EfficientFormerConfig(hidden_sizes=widths, depths=depths, num_meta3d_blocks=meta3d, dim=widths[-1],
+                                 hidden_size=widths[-1], layer_norm_eps=1e-5, num_labels=num_labels)
 
 
-def variant_name(cfg: EfficientFormerConfig) -> str | None:
-    for name, spec in VARIANTS.items():
+def variant_name(cfg) -> str | None:
+    """"l1", "xs", ... when the config is a published variant's architecture."""
+    variants = VARIANTS if cfg.model_type == "efficientformer" else SWIFTFORMER_VARIANTS
+    for name, spec in variants.items():
         if all(getattr(cfg, k) == v for k, v in spec.items()):
             return name
     return None
+
+
+# ---------------------------------------------------------------------------------------------
+# reading whole checkpoints
 
 
 def _read_state_dict(path: Path) -> dict:
@@ -190,88 +279,157 @@ def _read_state_dict(path: Path) -> dict:
     return flatten_state_dict(load_torch_file(path), path)
 
 
-def load_transformers_dir(path: Path):
+def _resolve_generation(family: str, schema: str, requested: str | None, source: str) -> str | None:
+    """SwiftFormer's attention generation for a checkpoint: known from its schema, else the caller's."""
+    if family != "swiftformer":
+        if requested is not None:
+            raise ConfigError(f"{source}: attention_generation applies to SwiftFormer only, this is an {family}")
+        return None
+    known = SOURCE_GENERATION.get(schema)
+    if known and requested not in (None, known):
+        raise ConfigError(
+            f"{source}: {schema} SwiftFormer checkpoints use attention generation {known} "
+            f"({ATTENTION_GENERATIONS[known]}); {requested} would give plausible but wrong logits"
+        )
+    if known is None and requested is None:
+        raise ConfigError(
+            f"{source}: an original SwiftFormer checkpoint does not say which attention it was trained with; "
+            "pass attention_generation='v1' (checkpoints of the first release, before 2023-07-26: "
+            f"{ATTENTION_GENERATIONS['v1']}) or 'v2' ({ATTENTION_GENERATIONS['v2']}); "
+            "on the command line: --attention v1 or --attention v2"
+        )
+    return known or requested
+
+
+def load_transformers_dir(path: Path, attention_generation=None):
     """(config, canonical tensors, architecture) from a directory written by `save_pretrained`."""
-    cfg = EfficientFormerConfig.from_json_file(path / "config.json")
+    try:  # model_type picks the family
+        model_type = json.loads((path / "config.json").read_text()).get("model_type")
+    except (OSError, ValueError, AttributeError) as err:
+        raise ConfigError(f"{path / 'config.json'}: not a readable JSON config object ({err})") from None
+    if model_type not in FAMILIES:
+        raise ConfigError(f"{path / 'config.json'}: model_type {model_type!r} is not one npformer implements "
+                          f"({', '.join(FAMILIES)})")
+    config_cls = FAMILIES[model_type][0]
+    cfg = config_cls.from_json_file(path / "config.json")
+    if model_type == "swiftformer":
+        cfg.attention_generation = _resolve_generation(model_type, "transformers", attention_generation, str(path))
+    else:
+        _resolve_generation(model_type, "transformers", attention_generation, str(path))
     for filename in ("model.safetensors", "pytorch_model.bin"):
         if (path / filename).is_file():
             state = _read_state_dict(path / filename)
             break
     else:
         raise WeightFileError(f"{path}: has config.json but neither model.safetensors nor pytorch_model.bin")
-    if any(k.startswith(("patch_embed.", "encoder.")) for k in state):  # saved from the bare EfficientFormerModel
-        state = {f"efficientformer.{k}": v for k, v in state.items()}
-    num_heads = ("classifier.weight" in state) + ("distillation_classifier.weight" in state)
-    if cfg.num_labels == 0:
-        num_heads = {"EfficientFormerForImageClassificationWithTeacher": 2, "EfficientFormerForImageClassification": 1}.get(
-            (cfg.extra.get("architectures") or [""])[0], 0)
-    if cfg.hidden_size is None and num_heads == 2:
+    prefix = f"{model_type}."
+    if not any(k.startswith(prefix) for k in state):  # saved from the bare backbone class: no prefix
+        state = {prefix + k: v for k, v in state.items()}
+    heads = {"efficientformer": ("classifier.weight", "distillation_classifier.weight"),
+             "swiftformer": ("head.weight", "dist_head.weight")}[model_type]
+    num_heads = sum(h in state for h in heads)
+    if cfg.num_labels == 0:  # Identity heads hold no tensors: the class name says what it was
+        architecture = (cfg.extra.get("architectures") or [""])[0]
+        num_heads = HEAD_COUNT.get(architecture, 0)
+    if model_type == "swiftformer" and "norm.weight" in state:
+        num_heads = 2
+    if model_type == "efficientformer" and cfg.hidden_size is None and num_heads == 2:
         cfg.hidden_size = cfg.width
-    source = str(path)
-    return cfg, to_canonical(state, cfg, num_heads, "transformers", source), ARCHITECTURE_FOR_HEADS[num_heads]
+    tensors = to_canonical(state, cfg, num_heads, "transformers", str(path))
+    return cfg, tensors, ARCHITECTURE_FOR_HEADS[model_type][num_heads]
 
 
-def load_original_checkpoint(path: Path, state: dict, schema: str = "original"):
-    """(config, canonical tensors, architecture) from a snap-research `.pth` (or a timm checkpoint)."""
-    cfg = _config_from_tensors(state, schema, str(path))
-    heads = ("head", "dist_head" if schema == "original" else "head_dist")
-    num_heads = sum(f"{h}.weight" in state for h in heads)
-    return cfg, to_canonical(state, cfg, num_heads, schema, str(path)), ARCHITECTURE_FOR_HEADS[num_heads]
-
-
-def detect_schema(state_keys) -> str:
+def detect_schema(state_keys, source: str) -> tuple[str, str]:
+    """(family, schema) of a state dict, from its key names."""
     keys = set(state_keys)
     if "patch_embed.0.weight" in keys:
-        return "original"
+        return ("swiftformer" if any(".dwconv." in k for k in keys) else "efficientformer"), "original"
     if "stem.conv1.weight" in keys:
-        return "timm"
-    if any(k.startswith(("efficientformer.", "patch_embed.convolution1")) for k in keys):
-        return "transformers"
+        return "efficientformer", "timm"
+    if "stem.0.weight" in keys:
+        return "swiftformer", "timm"
+    for family in FAMILIES:
+        if any(k.startswith(f"{family}.") for k in keys):
+            return family, "transformers"
     raise CheckpointMismatchError(
-        "not an EfficientFormer checkpoint npformer knows: expected transformers keys (efficientformer.…), "
-        "original keys (patch_embed.0.…, network.…) or timm keys (stem.conv1.…)"
+        f"{source}: not a checkpoint npformer knows: expected transformers keys (efficientformer.…, swiftformer.…), "
+        "original keys (patch_embed.0.…, network.…) or timm keys (stem.conv1.… / stem.0.…)"
     )
 
 
-def load_any(path):
+def _load_npformer_file(path: Path, tensors: dict, metadata: dict, attention_generation=None):
+    validate_metadata(path, metadata)
+    family = metadata.get("family")
+    if family not in FAMILIES:
+        raise WeightFileError(f"{path}: metadata family {family!r} is not one of {sorted(FAMILIES)}")
+    config_cls, module = FAMILIES[family]
+    cfg = config_cls.from_dict(metadata_config(metadata), source=f"{path} (metadata config)")
+    arch = metadata.get("architecture", "")
+    if arch not in module.ARCHITECTURES:
+        raise WeightFileError(f"{path}: metadata architecture {arch!r} is not one of {sorted(module.ARCHITECTURES)}")
+    if family == "swiftformer":
+        stored = metadata.get("attention_generation")
+        if stored != cfg.attention_generation:
+            raise CheckpointMismatchError(
+                f"{path}: metadata attention_generation {stored!r} contradicts its config's "
+                f"{cfg.attention_generation!r}; the file is inconsistent, convert it again"
+            )
+        if attention_generation not in (None, stored):
+            raise CheckpointMismatchError(
+                f"{path}: holds SwiftFormer weights trained with attention {stored} ({ATTENTION_GENERATIONS[stored]}); "
+                f"running them as {attention_generation} would give plausible but wrong logits"
+            )
+    elif attention_generation is not None:
+        raise ConfigError(f"{path}: attention_generation applies to SwiftFormer only, this is an {family}")
+    check_tensors(tensors, module.weight_schema(cfg, HEAD_COUNT[arch]), str(path))
+    return cfg, tensors, metadata
+
+
+def load_any(path, attention_generation=None):
     """(config, canonical tensors, metadata) from any supported source:
 
     * an npformer weight file (`.safetensors` with npformer metadata),
     * a transformers model directory (`config.json` + `model.safetensors` or `pytorch_model.bin`),
-    * an original snap-research or timm checkpoint (`.pth`, `.pt`, `.bin`, `.safetensors`).
+    * an original (snap-research, Amshaker) or timm checkpoint (`.pth`, `.pt`, `.bin`, `.safetensors`).
+
+    `attention_generation` ("v1" / "v2"): SwiftFormer only; required for original checkpoints,
+    checked against what every other source says.
     """
     path = Path(path)
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise WeightFileError(f"{path}: a directory without config.json is not a transformers model directory")
-        cfg, tensors, arch = load_transformers_dir(path)
-        return cfg, tensors, make_metadata("efficientformer", arch, cfg.to_dict(), "transformers", path)
+        cfg, tensors, arch = load_transformers_dir(path, attention_generation)
+        return cfg, tensors, make_metadata(cfg.model_type, arch, cfg.to_dict(), "transformers", path)
     if not path.exists():
         raise WeightFileError(f"{path}: no such file or directory")
     if path.suffix == ".safetensors":
         tensors, metadata = read_safetensors(path)
         if metadata.get("format") == "npformer":
-            tensors, metadata = load_weights(path)
-            cfg = EfficientFormerConfig.from_dict(metadata_config(metadata), source=f"{path} (metadata config)")
-            arch = metadata.get("architecture", "")
-            if arch not in ARCHITECTURES:
-                raise WeightFileError(f"{path}: metadata architecture {arch!r} is not one of {sorted(ARCHITECTURES)}")
-            check_tensors(tensors, weight_schema(cfg, HEAD_COUNT[arch]), str(path))
-            return cfg, tensors, metadata
-    state = _read_state_dict(path)
-    schema = detect_schema(state.keys())
+            return _load_npformer_file(path, tensors, metadata, attention_generation)
+        state = tensors
+    else:
+        state = _read_state_dict(path)
+    family, schema = detect_schema(state.keys(), str(path))
     if schema == "transformers":
         raise ConfigError(
             f"{path}: holds transformers-named tensors but no config; point npformer at the model directory "
             "(with config.json) instead of the weight file"
         )
-    cfg, tensors, arch = load_original_checkpoint(path, state, schema)
-    return cfg, tensors, make_metadata("efficientformer", arch, cfg.to_dict(), schema, path)
+    generation = _resolve_generation(family, schema, attention_generation, str(path))
+    cfg = _config_from_tensors(state, family, schema, str(path), generation)
+    heads = ("head.weight", "dist_head.weight" if schema == "original" else "head_dist.weight")
+    num_heads = sum(h in state for h in heads)
+    tensors = to_canonical(state, cfg, num_heads, schema, str(path))
+    arch = ARCHITECTURE_FOR_HEADS[family][num_heads]
+    return cfg, tensors, make_metadata(family, arch, cfg.to_dict(), schema, path)
 
 
-def convert_checkpoint(src, dst) -> dict:
-    """Convert any supported checkpoint to an npformer weight file at `dst`; returns its metadata."""
-    cfg, tensors, metadata = load_any(src)
+def convert_checkpoint(src, dst, attention_generation=None) -> dict:
+    """Convert any supported checkpoint to an npformer weight file at `dst`; returns its metadata.
+
+    `attention_generation`: "v1" or "v2", needed for original SwiftFormer checkpoints only."""
+    cfg, tensors, metadata = load_any(src, attention_generation)
     if variant_name(cfg):
         metadata["variant"] = variant_name(cfg)
     save_weights(dst, tensors, metadata)

@@ -30,23 +30,12 @@ from .layers import ACTIVATIONS, batch_norm, conv2d, gather_attention_bias, laye
 from .layers import pool_mixer, relu
 from .losses import classification_loss
 from .outputs import BaseModelOutput, EfficientFormerForImageClassificationWithTeacherOutput, ImageClassifierOutput
+from .modeling import PreTrainedModel, as_pixel_values, bn_schema, conv_schema, linear_schema
 from .trace import no_trace
 from .weights import Params
 
 # ---------------------------------------------------------------------------------------------
 # weight schema: every tensor, with its shape
-
-
-def _conv(name, out_ch, in_ch, k):
-    return {f"{name}.weight": (out_ch, in_ch, k, k), f"{name}.bias": (out_ch,)}
-
-
-def _bn(name, ch):
-    return {f"{name}.{p}": (ch,) for p in ("weight", "bias", "running_mean", "running_var")}
-
-
-def _linear(name, out_f, in_f):
-    return {f"{name}.weight": (out_f, in_f), f"{name}.bias": (out_f,)}
 
 
 def block_names(cfg: EfficientFormerConfig, stage: int) -> list[tuple[str, str]]:
@@ -67,32 +56,32 @@ def weight_schema(cfg: EfficientFormerConfig, num_heads: int = 2) -> dict[str, t
     """{name: shape} of every tensor of a model with `num_heads` classifier heads (0, 1 or 2)."""
     C, hidden = cfg.hidden_sizes, cfg.mlp_expansion_ratio
     s = {}
-    s |= _conv("stem.conv1", C[0] // 2, cfg.num_channels, 3) | _bn("stem.norm1", C[0] // 2)
-    s |= _conv("stem.conv2", C[0], C[0] // 2, 3) | _bn("stem.norm2", C[0])
+    s |= conv_schema("stem.conv1", C[0] // 2, cfg.num_channels, 3) | bn_schema("stem.norm1", C[0] // 2)
+    s |= conv_schema("stem.conv2", C[0], C[0] // 2, 3) | bn_schema("stem.norm2", C[0])
     for stage in range(4):
         c = C[stage]
         if stage > 0 and cfg.has_downsample(stage):
             down = f"stages.{stage}.downsample"
-            s |= _conv(f"{down}.conv", c, C[stage - 1], cfg.downsample_patch_size) | _bn(f"{down}.norm", c)
+            s |= conv_schema(f"{down}.conv", c, C[stage - 1], cfg.downsample_patch_size) | bn_schema(f"{down}.norm", c)
         for kind, name in block_names(cfg, stage):
             if kind == "meta4d":
-                s |= _conv(f"{name}.mlp.fc1", hidden * c, c, 1) | _bn(f"{name}.mlp.norm1", hidden * c)
-                s |= _conv(f"{name}.mlp.fc2", c, hidden * c, 1) | _bn(f"{name}.mlp.norm2", c)
+                s |= conv_schema(f"{name}.mlp.fc1", hidden * c, c, 1) | bn_schema(f"{name}.mlp.norm1", hidden * c)
+                s |= conv_schema(f"{name}.mlp.fc2", c, hidden * c, 1) | bn_schema(f"{name}.mlp.norm2", c)
             elif kind == "meta3d":
                 h, dk = cfg.num_attention_heads, cfg.key_dim
                 dv = cfg.attention_ratio * dk
                 s |= {f"{name}.norm1.weight": (c,), f"{name}.norm1.bias": (c,)}
-                s |= _linear(f"{name}.token_mixer.qkv", h * (2 * dk + dv), c)
-                s |= _linear(f"{name}.token_mixer.proj", c, h * dv)
+                s |= linear_schema(f"{name}.token_mixer.qkv", h * (2 * dk + dv), c)
+                s |= linear_schema(f"{name}.token_mixer.proj", c, h * dv)
                 s[f"{name}.token_mixer.attention_biases"] = (h, cfg.resolution**2)
                 s |= {f"{name}.norm2.weight": (c,), f"{name}.norm2.bias": (c,)}
-                s |= _linear(f"{name}.mlp.fc1", hidden * c, c) | _linear(f"{name}.mlp.fc2", c, hidden * c)
+                s |= linear_schema(f"{name}.mlp.fc1", hidden * c, c) | linear_schema(f"{name}.mlp.fc2", c, hidden * c)
             if kind != "flat" and cfg.use_layer_scale:
                 s |= {f"{name}.ls1.gamma": (c,), f"{name}.ls2.gamma": (c,)}
     s |= {"norm.weight": (cfg.width,), "norm.bias": (cfg.width,)}
     if cfg.num_labels > 0:
         for head in ("head", "head_dist")[:num_heads]:
-            s |= _linear(head, cfg.num_labels, cfg.width)
+            s |= linear_schema(head, cfg.num_labels, cfg.width)
     return s
 
 
@@ -100,7 +89,7 @@ def weight_schema(cfg: EfficientFormerConfig, num_heads: int = 2) -> dict[str, t
 # blocks, in data-flow order
 
 
-def conv_bn(x, p: Params, cfg, trace, conv, norm, stride, padding):  # [B, IC, H, W] -> [B, OC, OH, OW]
+def convbn_schema(x, p: Params, cfg, trace, conv, norm, stride, padding):  # [B, IC, H, W] -> [B, OC, OH, OW]
     """A convolution named `conv` followed by the BatchNorm named `norm`."""
     x = trace(conv, conv2d(x, p[f"{conv}.weight"], p[f"{conv}.bias"], stride=stride, padding=padding))
     bn = p.scope(norm)
@@ -110,14 +99,14 @@ def conv_bn(x, p: Params, cfg, trace, conv, norm, stride, padding):  # [B, IC, H
 
 def stem(x, p: Params, cfg, trace):  # [B, 3, H, W] -> [B, C0, H/4, W/4]
     """Two stride-2 3×3 convolutions, each with BatchNorm and ReLU."""
-    x = relu(conv_bn(x, p, cfg, trace, "stem.conv1", "stem.norm1", 2, 1))  # [B, C0/2, H/2, W/2]
-    x = relu(conv_bn(x, p, cfg, trace, "stem.conv2", "stem.norm2", 2, 1))  # [B, C0, H/4, W/4]
+    x = relu(convbn_schema(x, p, cfg, trace, "stem.conv1", "stem.norm1", 2, 1))  # [B, C0/2, H/2, W/2]
+    x = relu(convbn_schema(x, p, cfg, trace, "stem.conv2", "stem.norm2", 2, 1))  # [B, C0, H/4, W/4]
     return trace("stem", x)
 
 
 def downsample(x, p: Params, cfg, trace, name):  # [B, C, H, W] -> [B, C', H/2, W/2]
     """Embedding between stages: a strided 3×3 convolution and BatchNorm."""
-    x = conv_bn(x, p, cfg, trace, f"{name}.conv", f"{name}.norm", cfg.downsample_stride, cfg.downsample_pad)
+    x = convbn_schema(x, p, cfg, trace, f"{name}.conv", f"{name}.norm", cfg.downsample_stride, cfg.downsample_pad)
     return trace(name, x)
 
 
@@ -133,9 +122,9 @@ def layer_scale(x, p: Params, key, cfg, channel_axis):
 
 def mlp_4d(x, p: Params, cfg, trace, name):  # [B, C, H, W] -> [B, C, H, W]
     """1×1 conv (C→4C) → BN → GELU → 1×1 conv (4C→C) → BN."""
-    x = conv_bn(x, p, cfg, trace, f"{name}.fc1", f"{name}.norm1", 1, 0)  # [B, 4C, H, W]
+    x = convbn_schema(x, p, cfg, trace, f"{name}.fc1", f"{name}.norm1", 1, 0)  # [B, 4C, H, W]
     x = ACTIVATIONS[cfg.hidden_act](x)
-    x = conv_bn(x, p, cfg, trace, f"{name}.fc2", f"{name}.norm2", 1, 0)  # [B, C, H, W]
+    x = convbn_schema(x, p, cfg, trace, f"{name}.fc2", f"{name}.norm2", 1, 0)  # [B, C, H, W]
     return trace(name, x)
 
 
@@ -209,17 +198,8 @@ def encoder(x, p: Params, cfg, trace):
 
 
 def check_pixel_values(pixel_values, cfg, dtype) -> np.ndarray:
-    """[B, C, H, W] in the model's dtype, or an InputError saying what is wrong."""
-    x = np.asarray(pixel_values)
-    if x.ndim != 4:
-        raise InputError(f"pixel_values must be [batch, channels, height, width], got shape {x.shape}")
-    if x.shape[1] != cfg.num_channels:
-        raise InputError(
-            f"pixel_values has {x.shape[1]} channels (shape {x.shape}), the model expects {cfg.num_channels} "
-            "in NCHW order"
-        )
-    if x.dtype.kind not in "fiu":
-        raise InputError(f"pixel_values must be a real-valued array, got dtype {x.dtype}")
+    """[B, C, H, W] in the model's dtype whose sides fit the attention grid, or an InputError."""
+    x = as_pixel_values(pixel_values, cfg.num_channels, dtype)
     lo, hi = cfg.input_side_range()
     H, W = x.shape[2:]
     if not (lo <= H <= hi and lo <= W <= hi):
@@ -227,45 +207,14 @@ def check_pixel_values(pixel_values, cfg, dtype) -> np.ndarray:
             f"EfficientFormer's attention bias is fixed to a {cfg.resolution}×{cfg.resolution} grid, so each "
             f"input side must be {lo}–{hi} px; got {H}×{W}. Resize or crop the image (e.g. to 224×224)."
         )
-    return x.astype(dtype, copy=False)
+    return x
 
 
-class EfficientFormerPreTrainedModel:
-    """Holds a config and weights; `from_pretrained` reads an npformer file or a transformers directory."""
+class EfficientFormerPreTrainedModel(PreTrainedModel):
+    """An EfficientFormer: config + weights; `from_pretrained` reads an npformer file or a checkpoint."""
 
-    num_heads = 0  # classifier heads this class uses
-
-    def __init__(self, config: EfficientFormerConfig, weights: dict | None = None, dtype=np.float32):
-        from .weights import check_tensors
-
-        self.config = config
-        self.dtype = np.dtype(dtype)
-        if self.dtype not in (np.float32, np.float64):
-            raise InputError(f"dtype must be float32 or float64, got {self.dtype}")
-        if weights is None:
-            from .seeded import seeded_weights
-
-            weights = seeded_weights(config, num_heads=self.num_heads)
-        check_tensors(weights, weight_schema(config, self.num_heads), source=type(self).__name__)
-        self.weights = {k: np.asarray(v, dtype=self.dtype) for k, v in weights.items()}
-        for v in self.weights.values():
-            v.flags.writeable = False  # a forward can never change the model
-        self.params = Params(self.weights)
-
-    @classmethod
-    def from_pretrained(cls, path, dtype=np.float32):
-        """Load an npformer weight file, a transformers model directory or an original checkpoint."""
-        from .convert import load_any
-
-        config, tensors, _ = load_any(path)
-        return cls(config, select_heads(tensors, cls.num_heads), dtype=dtype)
-
-    def save_pretrained(self, path, source="npformer", checkpoint="") -> None:
-        """Write an npformer weight file (float32)."""
-        from .weights import make_metadata, save_weights
-
-        meta = make_metadata("efficientformer", type(self).__name__, self.config.to_dict(), source, checkpoint)
-        save_weights(path, {k: v.astype(np.float32) for k, v in self.weights.items()}, meta)
+    family = "efficientformer"
+    weight_schema = staticmethod(weight_schema)
 
     def _features(self, pixel_values, output_hidden_states, output_attentions, trace):
         x = check_pixel_values(pixel_values, self.config, self.dtype)
@@ -283,13 +232,6 @@ class EfficientFormerPreTrainedModel:
             return pooled
         p = self.params
         return trace(name, linear(pooled, p[f"{name}.weight"], p[f"{name}.bias"]))
-
-
-def select_heads(tensors: dict, num_heads: int) -> dict:
-    """Drop classifier heads a model class does not use, as transformers does when a teacher
-    checkpoint is loaded into the single-head classifier or the base model."""
-    unused = ("head", "head_dist")[num_heads:]
-    return {k: v for k, v in tensors.items() if k.split(".")[0] not in unused}
 
 
 class EfficientFormerModel(EfficientFormerPreTrainedModel):

@@ -148,6 +148,12 @@ ACTIVATIONS = {
 }
 
 
+def l2_normalize(x, axis, eps=1e-12):
+    """x / max(‖x‖₂, eps) along `axis`, as torch.nn.functional.normalize."""
+    norm = np.sqrt(np.sum(x * x, axis=axis, keepdims=True))
+    return x / np.maximum(norm, eps)
+
+
 def softmax(x, axis=-1):
     """Numerically stable softmax: exp(x − max) / Σ exp(x − max)."""
     e = np.exp(x - x.max(axis=axis, keepdims=True))

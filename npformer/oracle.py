@@ -16,29 +16,44 @@ from .layers import attention_bias_index
 HEADS = {"model": 0, "classification": 1, "teacher": 2}
 
 
-def hf_model(config, weights: dict, num_heads: int, dtype=np.float32):
-    """A transformers EfficientFormer in eval mode holding `weights` (canonical names)."""
+def _load_into(model, config, weights: dict, num_heads: int, schema: str, strip_prefix: str = ""):
+    """Copy canonical weights into a torch module under the `schema`'s names; every parameter
+    must be covered (derived buffers aside)."""
     import torch
-    import transformers
 
-    hf_config = transformers.EfficientFormerConfig(**config.to_dict())
-    hf_config.hidden_size = config.width  # WithTeacher sizes its heads with it (spec §6.1)
-    cls = getattr(transformers, ARCHITECTURE_FOR_HEADS[num_heads])
-    model = cls(hf_config)
-    state = {foreign: torch.from_numpy(np.array(weights[canon]))
-             for canon, foreign in foreign_names(config, num_heads, "transformers").items()}
-    if num_heads == 0:  # the bare EfficientFormerModel has no `efficientformer.` prefix
-        state = {k.removeprefix("efficientformer."): v for k, v in state.items()}
+    state = {foreign.removeprefix(strip_prefix): torch.from_numpy(np.array(weights[canon]))
+             for canon, foreign in foreign_names(config, num_heads, schema).items()}
     missing, unexpected = model.load_state_dict(state, strict=False)
     leftovers = [k for k in missing if not k.endswith(("num_batches_tracked", "attention_bias_idxs"))]
     if leftovers or unexpected:
-        raise RuntimeError(f"transformers model did not take the weights: missing {leftovers}, unexpected {unexpected}")
-    for name, buf in model.named_buffers():
-        if name.endswith("attention_bias_idxs"):
-            assert np.array_equal(buf.numpy(), attention_bias_index(config.resolution))
+        raise RuntimeError(f"{type(model).__name__} did not take the weights: missing {leftovers}, unexpected {unexpected}")
+
+
+def _finish(model, dtype):
+    import torch
+
     model = model.to(torch.float64 if np.dtype(dtype) == np.float64 else torch.float32)
     model.eval()  # also refreshes transformers' cached attention bias (`ab`) from the loaded table
     return model
+
+
+def hf_model(config, weights: dict, num_heads: int, dtype=np.float32):
+    """The transformers 4.40.2 model (EfficientFormer or SwiftFormer) holding `weights` (canonical names)."""
+    import transformers
+
+    if config.model_type == "swiftformer" and config.attention_generation != "v1":
+        raise ValueError("transformers' SwiftFormer implements attention generation v1 only")
+    config_cls = {"efficientformer": transformers.EfficientFormerConfig, "swiftformer": transformers.SwiftFormerConfig}
+    hf_config = config_cls[config.model_type](**config.to_dict())
+    hf_config.hidden_size = config.width  # EfficientFormer's WithTeacher sizes its heads with it (spec §6.1)
+    model = getattr(transformers, ARCHITECTURE_FOR_HEADS[config.model_type][num_heads])(hf_config)
+    # the bare backbone classes have no `efficientformer.` / `swiftformer.` prefix
+    _load_into(model, config, weights, num_heads, "transformers", "" if num_heads else f"{config.model_type}.")
+    if config.model_type == "efficientformer":
+        for name, buf in model.named_buffers():
+            if name.endswith("attention_bias_idxs"):
+                assert np.array_equal(buf.numpy(), attention_bias_index(config.resolution))
+    return _finish(model, dtype)
 
 
 def hf_forward(model, pixel_values: np.ndarray, **kwargs):
@@ -77,23 +92,31 @@ def import_timm():
     return timm
 
 
-def timm_efficientformer(config, weights: dict, dtype=np.float32):
-    """timm's EfficientFormer in eval mode holding `weights` (canonical names are timm's), and
-    timm's own original→timm `checkpoint_filter_fn`. timm's LayerNorm eps is fixed at 1e-5."""
-    import torch
+def timm_model(config, weights: dict, dtype=np.float32):
+    """timm's EfficientFormer or SwiftFormer in eval mode holding `weights` (canonical names are
+    timm's), and timm's own original→timm `checkpoint_filter_fn` for that family.
 
+    timm's EfficientFormer LayerNorm eps is fixed at 1e-5; its SwiftFormer attention is v2."""
     import_timm()
     from timm.models import efficientformer as timm_ef
+    from timm.models import swiftformer as timm_sf
 
-    if config.layer_norm_eps != 1e-5:
-        raise ValueError(f"timm's EfficientFormer uses LayerNorm eps 1e-5, the config says {config.layer_norm_eps}")
-    model = timm_ef.EfficientFormer(depths=tuple(config.depths), embed_dims=tuple(config.hidden_sizes),
-                                    num_vit=config.num_meta3d_blocks, num_classes=config.num_labels)
-    state = {k: torch.from_numpy(np.array(v)) for k, v in weights.items()}
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    leftovers = [k for k in missing if not k.endswith(("num_batches_tracked", "attention_bias_idxs"))]
-    if leftovers or unexpected:
-        raise RuntimeError(f"timm model did not take the weights: missing {leftovers}, unexpected {unexpected}")
-    model = model.to(torch.float64 if np.dtype(dtype) == np.float64 else torch.float32)
-    model.eval()
-    return model, timm_ef.checkpoint_filter_fn
+    if config.model_type == "efficientformer":
+        if config.layer_norm_eps != 1e-5:
+            raise ValueError(f"timm's EfficientFormer uses LayerNorm eps 1e-5, the config says {config.layer_norm_eps}")
+        model = timm_ef.EfficientFormer(depths=tuple(config.depths), embed_dims=tuple(config.hidden_sizes),
+                                        num_vit=config.num_meta3d_blocks, num_classes=config.num_labels)
+        filter_fn = timm_ef.checkpoint_filter_fn
+    else:
+        if config.attention_generation != "v2":
+            raise ValueError("timm's SwiftFormer implements attention generation v2 only")
+        model = timm_sf.SwiftFormer(layers=list(config.depths), embed_dims=list(config.embed_dims),
+                                    num_classes=config.num_labels)
+        filter_fn = timm_sf.checkpoint_filter_fn
+    _load_into(model, config, weights, 2, "timm")
+    return _finish(model, dtype), filter_fn
+
+
+def timm_efficientformer(config, weights: dict, dtype=np.float32):
+    """timm's EfficientFormer holding `weights`, and its checkpoint_filter_fn (see `timm_model`)."""
+    return timm_model(config, weights, dtype)

@@ -46,3 +46,16 @@ class EfficientFormerForImageClassificationWithTeacherOutput(ModelOutput):
     distillation_logits: np.ndarray = None
     hidden_states: tuple | None = None
     attentions: tuple | None = None
+
+
+@dataclass
+class BaseModelOutputWithNoAttention(ModelOutput):
+    last_hidden_state: np.ndarray = None  # SwiftFormer: [B, C, H, W], the last stage's output
+    hidden_states: tuple | None = None
+
+
+@dataclass
+class ImageClassifierOutputWithNoAttention(ModelOutput):
+    loss: np.ndarray | None = None
+    logits: np.ndarray = None
+    hidden_states: tuple | None = None

@@ -14,7 +14,6 @@ import numpy as np
 
 from .config import EfficientFormerConfig
 from .convert import ARCHITECTURE_FOR_HEADS
-from .efficientformer import ARCHITECTURES
 from .seeded import seeded_weights
 
 HEAD_KINDS = {0: "Model", 1: "ForImageClassification", 2: "WithTeacher"}
@@ -27,7 +26,9 @@ def seeded_pixels(batch: int, size: int = 224, seed: int = 1) -> np.ndarray:
 
 
 def npformer_outputs(cfg, weights, num_heads, pixels, dtype) -> dict:
-    model = ARCHITECTURES[ARCHITECTURE_FOR_HEADS[num_heads]](cfg, weights, dtype=dtype)
+    from . import architectures
+
+    model = architectures()[ARCHITECTURE_FOR_HEADS[cfg.model_type][num_heads]](cfg, weights, dtype=dtype)
     out = model(pixels, output_hidden_states=True, output_attentions=True)
     return {k: getattr(out, k) for k in out.keys()}
 

@@ -45,10 +45,11 @@ def seeded_tensor(name: str, shape: tuple, seed: int) -> np.ndarray:
     return x.astype(np.float32)
 
 
-def seeded_weights(config, num_heads: int = 2, seed: int = 0, family: str = "efficientformer") -> dict:
+def seeded_weights(config, num_heads: int = 2, seed: int = 0) -> dict:
     """A full weight dict for `config` (see the model module's `weight_schema`)."""
-    if family != "efficientformer":
-        raise ValueError(f"unknown model family {family!r}")
-    from .efficientformer import weight_schema
+    if config.model_type == "swiftformer":
+        from .swiftformer import weight_schema
+    else:
+        from .efficientformer import weight_schema
 
     return {name: seeded_tensor(name, shape, seed) for name, shape in weight_schema(config, num_heads).items()}

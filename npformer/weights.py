@@ -7,7 +7,8 @@ requires) says what it is:
 
     format          "npformer"
     format_version  "1"
-    family          "efficientformer"
+    family          "efficientformer" or "swiftformer"
+    attention_generation  SwiftFormer only: "v1" or "v2" (also in the config; the two must agree)
     architecture    "EfficientFormerForImageClassificationWithTeacher" (or ...ForImageClassification, ...Model)
     config          the transformers config.json, as JSON
     source          where the tensors came from ("transformers", "original", "timm", "seeded", ...)
@@ -57,7 +58,7 @@ class Params:
 
 def make_metadata(family: str, architecture: str, config: dict, source: str, checkpoint: str) -> dict:
     """The metadata block of a new weight file."""
-    return {
+    meta = {
         "format": FORMAT,
         "format_version": str(FORMAT_VERSION),
         "family": family,
@@ -68,6 +69,9 @@ def make_metadata(family: str, architecture: str, config: dict, source: str, che
         "converted": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "npformer_version": __version__,
     }
+    if "attention_generation" in config:  # SwiftFormer: which additive attention the weights need
+        meta["attention_generation"] = config["attention_generation"]
+    return meta
 
 
 def save_weights(path, tensors: dict, metadata: dict) -> None:
@@ -93,9 +97,8 @@ def read_safetensors(path) -> tuple[dict, dict]:
     return tensors, metadata
 
 
-def load_weights(path) -> tuple[dict, dict]:
-    """Tensors and (string-valued) metadata of an npformer weight file; refuses other files and future formats."""
-    tensors, metadata = read_safetensors(path)
+def validate_metadata(path, metadata: dict) -> None:
+    """Refuse files that are not npformer weight files, come from a future format, or lack a config."""
     if metadata.get("format") != FORMAT:
         raise WeightFileError(
             f"{path}: not an npformer weight file (metadata format={metadata.get('format')!r}); "
@@ -113,6 +116,12 @@ def load_weights(path) -> tuple[dict, dict]:
         raise WeightFileError(f"{path}: metadata has no valid 'config' ({err})") from None
     if not isinstance(config, dict):
         raise WeightFileError(f"{path}: metadata 'config' is not a JSON object")
+
+
+def load_weights(path) -> tuple[dict, dict]:
+    """Tensors and (string-valued) metadata of an npformer weight file; refuses other files and future formats."""
+    tensors, metadata = read_safetensors(path)
+    validate_metadata(path, metadata)
     return tensors, metadata
 
 

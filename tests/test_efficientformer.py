@@ -258,7 +258,7 @@ def test_matches_transformers_live(variant, num_heads, batch):
 
     for dtype, tol in ((np.float32, TOL["float32"]), (np.float64, TOL["float64"])):
         diffs = compare(variant, num_heads, batch, dtype)
-        assert max(diffs.values()) <= tol, (ARCHITECTURE_FOR_HEADS[num_heads], dtype, diffs)
+        assert max(diffs.values()) <= tol, (ARCHITECTURE_FOR_HEADS["efficientformer"][num_heads], dtype, diffs)
 
 
 @pytest.mark.parametrize("variant,count", [("l1", 12_289_928), ("l3", 31_406_000), ("l7", 82_229_328)])

@@ -1,0 +1,87 @@
+"""What every npformer model class shares: weights held read-only in one dtype, loading and
+saving, the pixel-value check, and the small helpers the weight schemas are written with."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .errors import InputError
+from .weights import Params, check_tensors
+
+
+def conv_schema(name, out_ch, in_ch, k):
+    """A Conv2d with bias: weight [OC, IC/groups, k, k], bias [OC]."""
+    return {f"{name}.weight": (out_ch, in_ch, k, k), f"{name}.bias": (out_ch,)}
+
+
+def bn_schema(name, ch):
+    """A BatchNorm2d in eval mode (num_batches_tracked is not kept)."""
+    return {f"{name}.{p}": (ch,) for p in ("weight", "bias", "running_mean", "running_var")}
+
+
+def linear_schema(name, out_f, in_f):
+    """A Linear with bias: weight [OUT, IN], bias [OUT]."""
+    return {f"{name}.weight": (out_f, in_f), f"{name}.bias": (out_f,)}
+
+
+def as_pixel_values(pixel_values, num_channels: int, dtype) -> np.ndarray:
+    """[B, C, H, W] in the model's dtype, or an InputError saying what is wrong."""
+    x = np.asarray(pixel_values)
+    if x.ndim != 4:
+        raise InputError(f"pixel_values must be [batch, channels, height, width], got shape {x.shape}")
+    if x.shape[1] != num_channels:
+        raise InputError(
+            f"pixel_values has {x.shape[1]} channels (shape {x.shape}), the model expects {num_channels} in NCHW order"
+        )
+    if x.dtype.kind not in "fiu":
+        raise InputError(f"pixel_values must be a real-valued array, got dtype {x.dtype}")
+    if min(x.shape[2:]) < 1:
+        raise InputError(f"pixel_values has an empty image: shape {x.shape}")
+    return x.astype(dtype, copy=False)
+
+
+class PreTrainedModel:
+    """Config + weights. Subclasses set `family`, `num_heads` (classifier heads they use) and
+    `weight_schema` (config, num_heads) -> {name: shape}."""
+
+    family = ""
+    num_heads = 0
+
+    @staticmethod
+    def weight_schema(config, num_heads):
+        raise NotImplementedError
+
+    def __init__(self, config, weights: dict | None = None, dtype=np.float32):
+        self.config = config
+        self.dtype = np.dtype(dtype)
+        if self.dtype not in (np.float32, np.float64):
+            raise InputError(f"dtype must be float32 or float64, got {self.dtype}")
+        if weights is None:  # like transformers' Model(config): random weights (here seeded, see seeded.py)
+            from .seeded import seeded_weights
+
+            weights = seeded_weights(config, num_heads=self.num_heads)
+        check_tensors(weights, self.weight_schema(config, self.num_heads), source=type(self).__name__)
+        self.weights = {k: np.asarray(v, dtype=self.dtype) for k, v in weights.items()}
+        for v in self.weights.values():
+            v.flags.writeable = False  # a forward can never change the model
+        self.params = Params(self.weights)
+
+    @classmethod
+    def from_pretrained(cls, path, dtype=np.float32, attention_generation=None):
+        """Load an npformer weight file, a transformers model directory or an original / timm
+        checkpoint into this class (dropping heads it does not use, as transformers does)."""
+        from .convert import load_any
+
+        config, tensors, _ = load_any(path, attention_generation=attention_generation)
+        if config.model_type != cls.family:
+            raise InputError(f"{path} holds a {config.model_type} model; {cls.__name__} is a {cls.family}")
+        # what the two-head classifier has beyond this class (heads; SwiftFormer's head norm) is dropped
+        unused = set(cls.weight_schema(config, 2)) - set(cls.weight_schema(config, cls.num_heads))
+        return cls(config, {k: v for k, v in tensors.items() if k not in unused}, dtype=dtype)
+
+    def save_pretrained(self, path, source="npformer", checkpoint="") -> None:
+        """Write an npformer weight file (float32)."""
+        from .weights import make_metadata, save_weights
+
+        meta = make_metadata(self.family, type(self).__name__, self.config.to_dict(), source, checkpoint)
+        save_weights(path, {k: v.astype(np.float32) for k, v in self.weights.items()}, meta)

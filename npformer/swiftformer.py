@@ -1,0 +1,227 @@
+"""SwiftFormer: XS, S, L1, L3 in NumPy.
+
+Shaker et al., "SwiftFormer: Efficient Additive Attention for Transformer-based Real-time Mobile
+Vision Applications", ICCV 2023.
+
+The network, top to bottom (shapes for XS at 224×224):
+
+    pixels                [B, 3, 224, 224]
+    stem                  [B, 48, 56, 56]     conv3×3/2 → BN → ReLU → conv3×3/2 → BN → ReLU
+    stage 0: 2 ConvEncoders, 1 encoder block     [B, 48, 56, 56]
+    stage 1: down, 2 + 1  [B, 56, 28, 28]     down = conv3×3/2 → BN
+    stage 2: down, 5 + 1  [B, 112, 14, 14]
+    stage 3: down, 3 + 1  [B, 220, 7, 7]      = last_hidden_state (no final norm in the backbone)
+    norm (BatchNorm), mean over positions     [B, 220]
+    head, head_dist, averaged                 [B, 1000]
+
+    ConvEncoder:    x += γ·(1×1 conv(C→4C) → GELU → 1×1 conv(4C→C))(BN(depthwise 3×3(x)))
+    encoder block:  x = LocalRepresentation(x)            (a ConvEncoder with C→C→C 1×1 convs)
+                    x += ls1·AdditiveAttention(tokens(x))
+                    x += ls2·MLP(x),  MLP = BN → 1×1 conv(C→4C) → GELU → 1×1 conv(4C→C)
+
+Every stage ends with one encoder block, so even stage 0 attends over 56·56 = 3136 tokens: the
+additive attention is linear in the number of tokens. There are no position-dependent weights,
+so any input size works. Weights use timm's key names (see `weight_schema`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .config import SwiftFormerConfig
+from .layers import ACTIVATIONS, batch_norm, conv2d, gelu, l2_normalize, linear, relu, softmax
+from .losses import classification_loss
+from .outputs import BaseModelOutputWithNoAttention, ImageClassifierOutputWithNoAttention
+from .trace import no_trace
+from .modeling import PreTrainedModel, as_pixel_values, bn_schema, conv_schema, linear_schema
+from .weights import Params
+
+# ---------------------------------------------------------------------------------------------
+# weight schema: every tensor, with its shape
+
+
+def block_names(cfg: SwiftFormerConfig, stage: int) -> list[tuple[str, str]]:
+    """(kind, name) of each block of a stage: depth−1 "conv_encoder" blocks, then one "encoder"."""
+    depth = cfg.depths[stage]
+    kinds = ["conv_encoder"] * (depth - 1) + ["encoder"]
+    return [(kind, f"stages.{stage}.blocks.{i}") for i, kind in enumerate(kinds)]
+
+
+def conv_encoder_schema(name, c, hidden):
+    s = conv_schema(f"{name}.dwconv", c, 1, 3) | bn_schema(f"{name}.norm", c)
+    s |= conv_schema(f"{name}.pwconv1", hidden, c, 1) | conv_schema(f"{name}.pwconv2", c, hidden, 1)
+    return s | {f"{name}.layer_scale.gamma": (c, 1, 1)}
+
+
+def weight_schema(cfg: SwiftFormerConfig, num_heads: int = 2) -> dict[str, tuple]:
+    """{name: shape} of every tensor; `num_heads` is 2 (classifier: norm, head, head_dist) or 0 (backbone)."""
+    C = cfg.embed_dims
+    s = conv_schema("stem.0", C[0] // 2, cfg.num_channels, 3) | bn_schema("stem.1", C[0] // 2)
+    s |= conv_schema("stem.3", C[0], C[0] // 2, 3) | bn_schema("stem.4", C[0])
+    for stage in range(4):
+        c = C[stage]
+        if stage > 0 and cfg.has_downsample(stage):
+            down = f"stages.{stage}.downsample"
+            s |= conv_schema(f"{down}.proj", c, C[stage - 1], cfg.down_patch_size) | bn_schema(f"{down}.norm", c)
+        for kind, name in block_names(cfg, stage):
+            if kind == "conv_encoder":
+                s |= conv_encoder_schema(name, c, cfg.mlp_ratio * c)
+                continue
+            s |= conv_encoder_schema(f"{name}.local_representation", c, c)
+            for linear_name in ("to_query", "to_key", "proj", "final"):
+                s |= linear_schema(f"{name}.attn.{linear_name}", c, c)
+            s[f"{name}.attn.w_g"] = (c, 1)
+            s |= bn_schema(f"{name}.linear.norm1", c)
+            s |= conv_schema(f"{name}.linear.fc1", cfg.mlp_ratio * c, c, 1) | conv_schema(f"{name}.linear.fc2", c, cfg.mlp_ratio * c, 1)
+            if cfg.use_layer_scale:
+                s |= {f"{name}.layer_scale_1.gamma": (c, 1, 1), f"{name}.layer_scale_2.gamma": (c, 1, 1)}
+    if num_heads:
+        s |= bn_schema("norm", cfg.width)
+        if cfg.num_labels > 0:
+            s |= linear_schema("head", cfg.num_labels, cfg.width) | linear_schema("head_dist", cfg.num_labels, cfg.width)
+    return s
+
+
+# ---------------------------------------------------------------------------------------------
+# blocks, in data-flow order
+
+
+def conv(x, p: Params, name, trace, stride=1, padding=0, groups=1):  # [B, IC, H, W] -> [B, OC, OH, OW]
+    return trace(name, conv2d(x, p[f"{name}.weight"], p[f"{name}.bias"], stride=stride, padding=padding, groups=groups))
+
+
+def bn(x, p: Params, name, cfg, trace):  # [B, C, H, W] -> [B, C, H, W]
+    q = p.scope(name)
+    return trace(name, batch_norm(x, q["running_mean"], q["running_var"], q["weight"], q["bias"], cfg.batch_norm_eps))
+
+
+def stem(x, p: Params, cfg, trace):  # [B, 3, H, W] -> [B, C0, H/4, W/4]
+    """Two stride-2 3×3 convolutions, each with BatchNorm and ReLU."""
+    x = relu(bn(conv(x, p, "stem.0", trace, stride=2, padding=1), p, "stem.1", cfg, trace))  # [B, C0/2, H/2, W/2]
+    x = relu(bn(conv(x, p, "stem.3", trace, stride=2, padding=1), p, "stem.4", cfg, trace))  # [B, C0, H/4, W/4]
+    return trace("stem", x)
+
+
+def downsample(x, p: Params, cfg, trace, name):  # [B, C, H, W] -> [B, C', H/2, W/2]
+    """Embedding between stages: a strided convolution and BatchNorm."""
+    x = conv(x, p, f"{name}.proj", trace, stride=cfg.down_stride, padding=cfg.down_pad)
+    return trace(name, bn(x, p, f"{name}.norm", cfg, trace))
+
+
+def conv_encoder(x, p: Params, cfg, trace, name):  # [B, C, H, W] -> [B, C, H, W]
+    """Depthwise 3×3 → BN → 1×1 (C→hidden) → GELU → 1×1 (hidden→C), scaled by γ and added to x.
+
+    Also the LocalRepresentation of the encoder block (hidden = C there). Always the exact GELU,
+    whatever the config's hidden_act (as in transformers)."""
+    C = x.shape[1]
+    y = conv(x, p, f"{name}.dwconv", trace, padding=1, groups=C)  # [B, C, H, W]
+    y = bn(y, p, f"{name}.norm", cfg, trace)
+    y = gelu(conv(y, p, f"{name}.pwconv1", trace))  # [B, hidden, H, W]
+    y = conv(y, p, f"{name}.pwconv2", trace)  # [B, C, H, W]
+    return trace(name, x + p[f"{name}.layer_scale.gamma"] * y)
+
+
+def additive_attention(x, p: Params, cfg, trace, name):  # [B, N, C] -> [B, N, C]
+    """Efficient additive attention: one global query instead of an N×N attention matrix.
+
+    q̂, k̂ = L2-normalised query and key of each token; a score per token a_n = (q̂_n·w_g)/√C;
+    weights α from the scores; global query G = Σ_n α_n q̂_n; out_n = final(proj(G ⊙ k̂_n) + q̂_n).
+    """
+    C = x.shape[-1]
+    q = l2_normalize(linear(x, p[f"{name}.to_query.weight"], p[f"{name}.to_query.bias"]), axis=-1)  # [B, N, C]
+    k = l2_normalize(linear(x, p[f"{name}.to_key.weight"], p[f"{name}.to_key.bias"]), axis=-1)  # [B, N, C]
+    scores = np.matmul(q, p[f"{name}.w_g"]) * C**-0.5  # [B, N, 1]
+    if cfg.attention_generation == "v1":
+        # transformers and the first original release: a softmax over the last axis, which has size 1,
+        # so every weight is exactly 1.0 and G is the plain sum of the queries (w_g has no effect).
+        weights = softmax(scores, axis=-1)  # [B, N, 1], all ones
+    else:
+        # v2 (timm, original repo since 2023-07-26): the scores L2-normalised over the N tokens.
+        weights = l2_normalize(scores, axis=1)  # [B, N, 1]
+    trace(f"{name}.weights", weights)
+    global_query = np.sum(weights * q, axis=1, keepdims=True)  # [B, 1, C]
+    out = linear(global_query * k, p[f"{name}.proj.weight"], p[f"{name}.proj.bias"]) + q  # [B, N, C]
+    return trace(name, linear(out, p[f"{name}.final.weight"], p[f"{name}.final.bias"]))
+
+
+def mlp(x, p: Params, cfg, trace, name):  # [B, C, H, W] -> [B, C, H, W]
+    """BN → 1×1 conv (C→4C) → activation → 1×1 conv (4C→C): the norm comes first, nothing after."""
+    x = bn(x, p, f"{name}.norm1", cfg, trace)
+    x = ACTIVATIONS[cfg.hidden_act](conv(x, p, f"{name}.fc1", trace))  # [B, 4C, H, W]
+    return trace(name, conv(x, p, f"{name}.fc2", trace))  # [B, C, H, W]
+
+
+def layer_scale(x, p: Params, key, cfg):
+    return x * p[key] if cfg.use_layer_scale else x
+
+
+def encoder_block(x, p: Params, cfg, trace, name):  # [B, C, H, W] -> [B, C, H, W]
+    """LocalRepresentation, then x += ls1·attention(tokens), then x += ls2·MLP(x)."""
+    x = conv_encoder(x, p, cfg, trace, f"{name}.local_representation")
+    B, C, H, W = x.shape
+    tokens = x.transpose(0, 2, 3, 1).reshape(B, H * W, C)  # [B, N, C], n = h·W + w
+    attended = additive_attention(tokens, p, cfg, trace, f"{name}.attn")
+    attended = attended.reshape(B, H, W, C).transpose(0, 3, 1, 2)  # [B, C, H, W]
+    x = x + layer_scale(attended, p, f"{name}.layer_scale_1.gamma", cfg)
+    x = x + layer_scale(mlp(x, p, cfg, trace, f"{name}.linear"), p, f"{name}.layer_scale_2.gamma", cfg)
+    return trace(name, x)
+
+
+def encoder(x, p: Params, cfg, trace):
+    """Stem and the four stages: (last feature map [B, C, H, W], transformers' 8 hidden_states)."""
+    x = stem(x, p, cfg, trace)
+    hidden_states = [x]
+    for stage in range(4):
+        if stage > 0 and cfg.has_downsample(stage):
+            x = downsample(x, p, cfg, trace, f"stages.{stage}.downsample")
+            hidden_states.append(x)
+        for kind, name in block_names(cfg, stage):
+            block = conv_encoder if kind == "conv_encoder" else encoder_block
+            x = block(x, p, cfg, trace, name)
+        hidden_states.append(trace(f"stages.{stage}", x))
+    return x, hidden_states
+
+
+# ---------------------------------------------------------------------------------------------
+# the models transformers users know
+
+
+class SwiftFormerPreTrainedModel(PreTrainedModel):
+    """A SwiftFormer: config + weights; `from_pretrained` reads an npformer file or a checkpoint."""
+
+    family = "swiftformer"
+    weight_schema = staticmethod(weight_schema)
+
+
+class SwiftFormerModel(SwiftFormerPreTrainedModel):
+    """The backbone: `last_hidden_state` [B, C, H/32, W/32] (stage 3, no norm) and 8 `hidden_states`."""
+
+    def __call__(self, pixel_values, output_hidden_states=False, trace=None):
+        trace = no_trace if trace is None else trace
+        x = as_pixel_values(pixel_values, self.config.num_channels, self.dtype)
+        last, hidden_states = encoder(x, self.params, self.config, trace)
+        return BaseModelOutputWithNoAttention(last, tuple(hidden_states) if output_hidden_states else None)
+
+
+class SwiftFormerForImageClassification(SwiftFormerPreTrainedModel):
+    """Backbone → BatchNorm → mean over positions → head and head_dist, always averaged (as transformers)."""
+
+    num_heads = 2
+
+    def __call__(self, pixel_values, labels=None, output_hidden_states=False, trace=None):
+        trace = no_trace if trace is None else trace
+        x = as_pixel_values(pixel_values, self.config.num_channels, self.dtype)
+        last, hidden_states = encoder(x, self.params, self.config, trace)
+        p = self.params
+        pooled = trace("pooled", bn(last, p, "norm", self.config, trace).mean(axis=(2, 3)))  # [B, C]
+        if self.config.num_labels == 0:
+            logits = pooled
+        else:
+            cls_logits = trace("head", linear(pooled, p["head.weight"], p["head.bias"]))
+            dist_logits = trace("head_dist", linear(pooled, p["head_dist.weight"], p["head_dist.bias"]))
+            logits = trace("logits", (cls_logits + dist_logits) / 2)  # [B, num_labels]
+        loss = None if labels is None else classification_loss(logits, labels, self.config)
+        return ImageClassifierOutputWithNoAttention(loss, logits, tuple(hidden_states) if output_hidden_states else None)
+
+
+ARCHITECTURES = {cls.__name__: cls for cls in (SwiftFormerModel, SwiftFormerForImageClassification)}
