@@ -120,3 +120,22 @@ def timm_model(config, weights: dict, dtype=np.float32):
 def timm_efficientformer(config, weights: dict, dtype=np.float32):
     """timm's EfficientFormer holding `weights`, and its checkpoint_filter_fn (see `timm_model`)."""
     return timm_model(config, weights, dtype)
+
+
+def timm_forward(model, pixel_values: np.ndarray, stage_names) -> dict:
+    """Run a timm model; `logits` and, as `hidden_states`, the outputs of the named modules
+    (recorded with forward hooks), all as NumPy."""
+    import torch
+
+    recorded = {}
+    hooks = [model.get_submodule(name).register_forward_hook(
+        lambda module, args, output, name=name: recorded.__setitem__(name, output.detach().numpy().copy()))
+        for name in stage_names]
+    dtype = next(model.parameters()).dtype
+    try:
+        with torch.no_grad():
+            logits = model(torch.from_numpy(np.ascontiguousarray(pixel_values)).to(dtype)).numpy()
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return {"logits": logits, "hidden_states": tuple(recorded[name] for name in stage_names)}

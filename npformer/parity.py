@@ -1,23 +1,57 @@
-"""Parity of npformer against transformers 4.40.2 on seeded weights (`npformer parity`).
+"""Parity of npformer against the PyTorch references on seeded weights (`npformer parity`).
 
-For each variant and each of the three model classes, npformer and transformers run the same
-seeded weights (see seeded.py) on the same seeded pixels, in float32 and in float64, and the
-largest absolute differences of the outputs (logits, or last_hidden_state for the bare model)
-are reported, with the hidden states and attentions compared relative to their scale (see
-`scaled_diff`).
-Needs the oracle extra (torch, transformers).
+Each row runs npformer and one reference on the same seeded weights (see seeded.py) and the same
+seeded pixels, in float32 and in float64, and reports the largest absolute difference of the
+logits, with feature maps (hidden states, a backbone's last_hidden_state) and attentions compared
+relative to their scale (see `entry_diff`). The references:
+
+    EfficientFormer L1/L3/L7   transformers 4.40.2, all three classes (LayerNorm eps 1e-12)
+                               timm, from timm-format weights (LayerNorm eps 1e-5)
+    SwiftFormer XS/S/L1/L3     transformers 4.40.2, attention v1, classifier and backbone
+                               timm, attention v2
+
+Against timm the hidden states are the outputs of `stem`, `stages.0`…`stages.3` and `norm`
+(timm's module names are npformer's trace names). Needs the oracle extra (torch, transformers, timm).
 """
 
 from __future__ import annotations
 
+import zlib
+
 import numpy as np
 
-from .config import EfficientFormerConfig
+from .config import EfficientFormerConfig, SwiftFormerConfig
 from .convert import ARCHITECTURE_FOR_HEADS
 from .seeded import seeded_weights
+from .trace import Trace
 
-HEAD_KINDS = {0: "Model", 1: "ForImageClassification", 2: "WithTeacher"}
-OUTPUTS = {0: ("last_hidden_state",), 1: ("logits",), 2: ("logits", "cls_logits", "distillation_logits")}
+# output fields compared whole, by family and number of classifier heads
+OUTPUTS = {
+    ("efficientformer", 0): ("last_hidden_state",),
+    ("efficientformer", 1): ("logits",),
+    ("efficientformer", 2): ("logits", "cls_logits", "distillation_logits"),
+    ("swiftformer", 0): ("last_hidden_state",),
+    ("swiftformer", 2): ("logits",),
+}
+HEAD_KINDS = {0: "Model", 1: "ForImageClassification", 2: "WithTeacher"}  # EfficientFormer's class names
+DISPLAY = {"efficientformer": "EfficientFormer", "swiftformer": "SwiftFormer"}
+TIMM_STAGES = ("stem", "stages.0", "stages.1", "stages.2", "stages.3", "norm")
+
+# (family, variant, reference, heads) of every parity row
+CASES = (
+    [("efficientformer", v, "transformers", h) for v in ("l1", "l3", "l7") for h in (2, 1, 0)]
+    + [("efficientformer", v, "timm", 2) for v in ("l1", "l3", "l7")]
+    + [("swiftformer", v, "transformers", h) for v in ("xs", "s", "l1", "l3") for h in (2, 0)]
+    + [("swiftformer", v, "timm", 2) for v in ("xs", "s", "l1", "l3")]
+)
+
+
+def reference_config(family: str, variant: str, reference: str):
+    """The config a reference implements: timm's EfficientFormer has LayerNorm eps 1e-5,
+    transformers' SwiftFormer attention v1 and timm's v2."""
+    if family == "efficientformer":
+        return EfficientFormerConfig.variant(variant, **({"layer_norm_eps": 1e-5} if reference == "timm" else {}))
+    return SwiftFormerConfig.variant(variant, attention_generation="v2" if reference == "timm" else "v1")
 
 
 def seeded_pixels(batch: int, size: int = 224, seed: int = 1) -> np.ndarray:
@@ -25,12 +59,30 @@ def seeded_pixels(batch: int, size: int = 224, seed: int = 1) -> np.ndarray:
     return np.random.default_rng(seed).standard_normal((batch, 3, size, size)).astype(np.float32)
 
 
-def npformer_outputs(cfg, weights, num_heads, pixels, dtype) -> dict:
+def npformer_outputs(cfg, weights, num_heads, pixels, dtype, reference="transformers") -> dict:
+    """npformer's outputs as a dict; against timm, `hidden_states` are the TIMM_STAGES outputs."""
     from . import architectures
 
     model = architectures()[ARCHITECTURE_FOR_HEADS[cfg.model_type][num_heads]](cfg, weights, dtype=dtype)
-    out = model(pixels, output_hidden_states=True, output_attentions=True)
-    return {k: getattr(out, k) for k in out.keys()}
+    trace = Trace(TIMM_STAGES)
+    kwargs = {"output_attentions": True} if cfg.model_type == "efficientformer" else {}
+    out = model(pixels, output_hidden_states=True, trace=trace, **kwargs)
+    result = {k: getattr(out, k) for k in out.keys()}
+    if reference == "timm":
+        result["hidden_states"] = tuple(trace[name] for name in TIMM_STAGES)
+        result.pop("attentions", None)
+    return result
+
+
+def reference_outputs(cfg, weights, num_heads, pixels, dtype, reference) -> dict:
+    """The reference's outputs as a dict of NumPy arrays."""
+    from .oracle import hf_forward, hf_model, timm_forward, timm_model
+
+    if reference == "transformers":
+        kwargs = {"output_attentions": True} if cfg.model_type == "efficientformer" else {}
+        return hf_forward(hf_model(cfg, weights, num_heads, dtype), pixels, output_hidden_states=True, **kwargs)
+    model, _ = timm_model(cfg, weights, dtype)
+    return timm_forward(model, pixels, TIMM_STAGES)
 
 
 def abs_diff(a, b) -> float:
@@ -44,68 +96,86 @@ def scaled_diff(a, b) -> float:
     return abs_diff(a, b) / max(1.0, float(np.abs(np.asarray(b, np.float64)).max()))
 
 
-def max_diffs(ours: dict, ref: dict, num_heads: int) -> dict:
-    """Largest |ours − ref| of the outputs; largest scaled difference of the hidden states and attentions."""
-    return {
-        "output": max(abs_diff(ours[k], ref[k]) for k in OUTPUTS[num_heads]),
-        "hidden_states": max(scaled_diff(a, b) for a, b in zip(ours["hidden_states"], ref["hidden_states"], strict=True)),
-        "attentions": max(scaled_diff(a, b) for a, b in zip(ours["attentions"], ref["attentions"], strict=True)),
-    }
+def entry_diff(name: str, a, b) -> float:
+    """The difference a parity check uses for a named output: absolute for logits, scaled for
+    feature maps and attentions (`last_hidden_state`, `hidden_states.i`, `attentions.i`)."""
+    scaled = any(part in name for part in ("last_hidden_state", "hidden_states", "attentions"))
+    return scaled_diff(a, b) if scaled else abs_diff(a, b)
 
 
-def compare(variant: str, num_heads: int, batch: int, dtype, seed: int = 0) -> dict:
-    from .oracle import hf_forward, hf_model
+def max_diffs(ours: dict, ref: dict, family: str, num_heads: int) -> dict:
+    """Largest difference of the outputs, the hidden states (and attentions), as `entry_diff` measures them."""
+    diffs = {"output": max(entry_diff(k, ours[k], ref[k]) for k in OUTPUTS[family, num_heads])}
+    for field in ("hidden_states", "attentions"):
+        if field in ref:
+            diffs[field] = max(scaled_diff(a, b) for a, b in zip(ours[field], ref[field], strict=True))
+    return diffs
 
-    cfg = EfficientFormerConfig.variant(variant)
+
+def compare(family: str, variant: str, reference: str, num_heads: int, batch: int, dtype, seed: int = 0) -> dict:
+    cfg = reference_config(family, variant, reference)
     weights = seeded_weights(cfg, num_heads=num_heads, seed=seed)
     pixels = seeded_pixels(batch)
-    ours = npformer_outputs(cfg, weights, num_heads, pixels, dtype)
-    ref = hf_forward(hf_model(cfg, weights, num_heads, dtype), pixels, output_hidden_states=True, output_attentions=True)
-    return max_diffs(ours, ref, num_heads)
+    ours = npformer_outputs(cfg, weights, num_heads, pixels, dtype, reference)
+    ref = reference_outputs(cfg, weights, num_heads, pixels, dtype, reference)
+    return max_diffs(ours, ref, family, num_heads)
 
 
-def parity_table(variants=("l1", "l3", "l7"), batches=(1, 4), printer=print) -> list[dict]:
-    """Print and return one row per (variant, head, batch): float32 and float64 max abs diffs."""
+def _class_name(family, num_heads):
+    return ARCHITECTURE_FOR_HEADS[family][num_heads].removeprefix("EfficientFormer").removeprefix("SwiftFormer")
+
+
+def parity_table(families=("efficientformer", "swiftformer"), variants=None, references=("transformers", "timm"),
+                 batches=(1, 4), printer=print) -> list[dict]:
+    """Print and return one row per case and batch: float32 and float64 max diffs."""
     import torch
     import transformers
 
+    from .oracle import import_timm
+
+    timm = import_timm()
     torch.set_num_threads(2)
-    printer(f"npformer vs transformers {transformers.__version__} (torch {torch.__version__}), seeded weights, "
-            "max |npformer − transformers| (hidden, attn: relative to max(1, max |transformers|))")
-    printer(f"{'variant':8} {'class':24} {'batch':>5} | {'f32 logits':>10} {'f32 hidden':>10} {'f32 attn':>10} | "
-            f"{'f64 logits':>10} {'f64 hidden':>10} {'f64 attn':>10}")
+    printer(f"npformer vs transformers {transformers.__version__} and timm {timm.__version__} "
+            f"(torch {torch.__version__}), seeded weights")
+    printer("output: max |npformer − reference| (logits); feature maps and attentions (hidden, attn, and a "
+            "backbone's output): the same divided by max(1, max |reference|)")
+    head = f"{'model':22} {'reference':15} {'class':26} {'batch':>5}"
+    printer(f"{head} | {'f32 output':>10} {'f32 hidden':>10} {'f32 attn':>10} | "
+            f"{'f64 output':>10} {'f64 hidden':>10} {'f64 attn':>10}")
     rows = []
-    for variant in variants:
-        for num_heads in (2, 1, 0):
-            for batch in batches:
-                r32 = compare(variant, num_heads, batch, np.float32)
-                r64 = compare(variant, num_heads, batch, np.float64)
-                rows.append(dict(variant=variant, model=HEAD_KINDS[num_heads], batch=batch, float32=r32, float64=r64))
-                printer(f"{variant:8} {HEAD_KINDS[num_heads]:24} {batch:5d} | {r32['output']:10.2e} "
-                        f"{r32['hidden_states']:10.2e} {r32['attentions']:10.2e} | {r64['output']:10.2e} "
-                        f"{r64['hidden_states']:10.2e} {r64['attentions']:10.2e}")
+    for family, variant, reference, num_heads in CASES:
+        if family not in families or reference not in references or (variants and variant not in variants):
+            continue
+        for batch in batches:
+            r32 = compare(family, variant, reference, num_heads, batch, np.float32)
+            r64 = compare(family, variant, reference, num_heads, batch, np.float64)
+            model = f"{DISPLAY[family]}-{variant.upper()}"
+            ref = reference if family == "efficientformer" else f"{reference} ({'v1' if reference == 'transformers' else 'v2'})"
+            rows.append(dict(model=model, reference=ref, cls=_class_name(family, num_heads), batch=batch,
+                             float32=r32, float64=r64))
+            cells = lambda r: " ".join(f"{r[k]:10.2e}" if k in r else f"{'—':>10}"  # noqa: E731
+                                       for k in ("output", "hidden_states", "attentions"))
+            printer(f"{model:22} {ref:15} {_class_name(family, num_heads):26} {batch:5d} | {cells(r32)} | {cells(r64)}")
     return rows
 
 
 def sample(a: np.ndarray, name: str, k: int = 256) -> np.ndarray:
     """k entries of `a` at positions fixed by `name`: small golden fixtures that still see every
     part of a large tensor (a wrong border, channel or token anywhere moves some of them)."""
-    import zlib
-
     rng = np.random.default_rng(zlib.crc32(name.encode()))
     flat = np.asarray(a).reshape(-1)
     return flat[np.sort(rng.choice(flat.size, size=min(k, flat.size), replace=False))]
 
 
-def golden_entries(outputs: dict, num_heads: int, prefix: str) -> dict:
-    """What a golden fixture keeps of a forward: the outputs whole (heads) or sampled (backbone),
-    and 256 sampled values of every hidden state and attention map."""
+def golden_entries(outputs: dict, family: str, num_heads: int, prefix: str) -> dict:
+    """What a golden fixture keeps of a forward: the heads' outputs whole, the backbone's output
+    sampled (4096 values), and 256 sampled values of every hidden state and attention map."""
     entries = {}
-    for key in OUTPUTS[num_heads]:
+    for key in OUTPUTS[family, num_heads]:
         value = outputs[key]
         entries[f"{prefix}/{key}"] = value if key != "last_hidden_state" else sample(value, f"{prefix}/{key}", 4096)
     for field in ("hidden_states", "attentions"):
-        for i, value in enumerate(outputs[field]):
+        for i, value in enumerate(outputs.get(field, ())):
             name = f"{prefix}/{field}.{i}"
             entries[name] = sample(value, name)
     return entries

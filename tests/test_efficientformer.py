@@ -17,7 +17,7 @@ from npformer import layers
 from npformer.config import EfficientFormerConfig
 from npformer.convert import ARCHITECTURE_FOR_HEADS
 from npformer.errors import CheckpointMismatchError, InputError
-from npformer.parity import HEAD_KINDS, abs_diff, checksum, golden_entries, npformer_outputs, scaled_diff, seeded_pixels
+from npformer.parity import HEAD_KINDS, checksum, entry_diff, golden_entries, npformer_outputs, seeded_pixels
 from npformer.seeded import seeded_weights
 from npformer.trace import Trace
 
@@ -39,11 +39,10 @@ def golden_diffs(variant, num_heads, dtype, cfg=None):
     pixels = seeded_pixels(2)
     assert checksum({"pixels": pixels}) == meta["pixels_checksum"], "seeded pixels drifted: regenerate fixtures"
     weights = seeded_weights(cfg, num_heads=num_heads, seed=0)
-    ours = golden_entries(npformer_outputs(cfg, weights, num_heads, pixels, dtype), num_heads,
+    ours = golden_entries(npformer_outputs(cfg, weights, num_heads, pixels, dtype), "efficientformer", num_heads,
                           f"{HEAD_KINDS[num_heads]}/{np.dtype(dtype).name}")
     assert ours.keys() <= golden.keys()
-    return {k: (abs_diff if "/hidden_states." not in k and "/attentions." not in k else scaled_diff)(v, golden[k])
-            for k, v in ours.items()}
+    return {k: entry_diff(k, v, golden[k]) for k, v in ours.items()}
 
 
 @pytest.mark.parametrize("variant", ["l1", "l3", "l7"])
@@ -257,7 +256,7 @@ def test_matches_transformers_live(variant, num_heads, batch):
     from npformer.parity import compare
 
     for dtype, tol in ((np.float32, TOL["float32"]), (np.float64, TOL["float64"])):
-        diffs = compare(variant, num_heads, batch, dtype)
+        diffs = compare("efficientformer", variant, "transformers", num_heads, batch, dtype)
         assert max(diffs.values()) <= tol, (ARCHITECTURE_FOR_HEADS["efficientformer"][num_heads], dtype, diffs)
 
 
