@@ -1,9 +1,45 @@
-"""Image loading and EfficientFormer preprocessing, reproducing Hugging Face transformers 4.40.2.
+"""Image loading and EfficientFormer / SwiftFormer preprocessing, reproducing the reference pipelines.
 
-`EfficientFormerImageProcessor` here mirrors `transformers.EfficientFormerImageProcessor` (4.40.2)
-step by step, with the same dtypes at every step, so its `pixel_values` are bit-identical to HF's
-for every RGB image HF accepts (checked by `tests/test_preprocess.py` against live HF and against
-committed golden outputs):
+Named recipes (`RECIPES`, `recipe(name)` -> a processor; `processor(images)["pixel_values"]` is
+float32 [N, 3, 224, 224]). Checked against the live references and committed golden outputs by
+`tests/test_preprocess.py` and `tests/test_preprocess_recipes.py`:
+
+| recipe                       | resize (PIL, on uint8)                      | crop 224, offsets  | values                 |
+|------------------------------|---------------------------------------------|--------------------|------------------------|
+| `efficientformer-hf`         | short side 256, bicubic                     | floor (HF)         | HF rescale + normalize |
+| `efficientformer-hf-default` | squash to 224 x 224, bicubic                | (no-op)            | HF rescale + normalize |
+| `swiftformer-hf`             | squash to 224 x 224, bilinear               | none               | HF rescale + normalize |
+| `timm`                       | short side floor(224 / 0.95) = 235, bicubic | round half to even | ToTensor + Normalize   |
+| `original`                   | short side 256, bicubic                     | round half to even | ToTensor + Normalize   |
+
+All normalise with the ImageNet-default mean/std. Sources (what each is checked against):
+
+* `efficientformer-hf`: transformers 4.40.2 `EfficientFormerImageProcessor` with the published
+  snap-research/efficientformer-l{1,3,7}-300 `preprocessor_config.json`
+  (`EfficientFormerImageProcessor.published()`).
+* `efficientformer-hf-default`: `EfficientFormerImageProcessor()`, transformers' code defaults.
+* `swiftformer-hf`: transformers 4.40.2 `ViTImageProcessor` (the auto mapping for swiftformer) with
+  the published MBZUAI/swiftformer-* `preprocessor_config.json` (`ViTImageProcessor.published_swiftformer()`).
+* `timm`: timm 1.0 `create_transform(**resolve_data_config({}, model=m))` for
+  `efficientformer_l{1,3,7}.snap_dist_in1k` and `swiftformer_{xs,s,l1,l3}.dist_in1k` -- the same
+  transform for both families (crop_pct 0.95, bicubic, crop_mode center), i.e. torchvision
+  Resize(235) -> CenterCrop(224) -> ToTensor -> Normalize (`TorchvisionEvalTransform.timm()`).
+* `original`: the eval transform in `util/datasets.py` of snap-research/EfficientFormer and
+  Amshaker/SwiftFormer: torchvision Resize(int(256 / 224 * 224) = 256, interpolation=3 bicubic) ->
+  CenterCrop(224) -> ToTensor -> Normalize(IMAGENET_DEFAULT) (`TorchvisionEvalTransform(256, 224)`).
+
+ImageNet default = mean (0.485, 0.456, 0.406), std (0.229, 0.224, 0.225). `efficientformer-hf`
+and `original` differ only in the crop offset rounding: identical output unless a margin
+H' - 224 is odd with an odd floor half, e.g. 640 x 427 -> 383 x 256 (left 79 vs 80). The torchvision
+steps (`to_tensor`: float32(x) / 255) and HF's (`rescale`: float64 x * (1/255), then float32) give
+the same float32 value for every uint8 input, so nothing else separates them.
+
+The HF twins below follow transformers step by step, with the same dtypes at every step:
+
+`EfficientFormerImageProcessor` mirrors `transformers.EfficientFormerImageProcessor` (4.40.2) so its
+`pixel_values` are bit-identical to HF's for every RGB image HF accepts (`ViTImageProcessor`
+likewise mirrors `transformers.ViTImageProcessor`: the same steps without the center crop, and
+`size` always an exact height x width):
 
     image --load_image--> PIL RGB --np.asarray--> [H, W, 3] uint8
       -> resize          PIL `Image.resize` on the uint8 image (PIL's antialiased filters; output
@@ -28,15 +64,18 @@ Pitfalls this module exists to get right (see spec numerics.md section 5.1):
   lost), so the crop is a no-op. The published snap-research checkpoints instead ship
   `preprocessor_config.json` with {"shortest_edge": 256} + center crop 224 + bicubic
   (`EfficientFormerImageProcessor.published()`), i.e. crop ratio 0.875. timm evaluates with
-  crop_pct 0.95 (short side 235) instead: a different pipeline, not reproduced here.
+  crop_pct 0.95 (short side 235) instead: a different pipeline, recipe "timm".
 * An int `size` in a config means a *square* (224 -> 224 x 224), not a shortest edge.
   `longest_edge` next to `shortest_edge` is silently ignored by HF's EfficientFormer processor.
 * The transformers model docs suggest `ViTImageProcessor`; for EfficientFormer that is wrong
-  (no crop, bilinear by default, mean/std 0.5).
+  (no crop, bilinear by default, mean/std 0.5). For SwiftFormer it is what transformers uses, and
+  its published configs squash the whole image to 224 x 224 (no aspect keep, no crop), unlike
+  the original repo's and timm's resize + center crop.
 * torchvision's `CenterCrop` computes the offset as `int(round((H - ch) / 2))` (round half to even)
   while HF floors: when H - ch is odd and (H - ch) // 2 is odd, torchvision's crop sits one pixel
   lower/righter (e.g. a 640 x 427 photo -> 383 x 256 -> HF left 79, torchvision 80). The original
-  repos evaluate with torchvision, so their numbers can differ slightly from HF's.
+  repos evaluate with torchvision, so their numbers can differ slightly from HF's
+  (`torchvision_center_crop_offsets` vs `center_crop_offsets`).
 
 Where this module deliberately differs from HF (HF raises, or silently misreads the input):
 
@@ -56,7 +95,7 @@ import json
 import math
 import os
 import numbers
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -66,6 +105,8 @@ from npformer.errors import ConfigError, ImageError, InputError
 __all__ = [
     "IMAGENET_DEFAULT_MEAN",
     "IMAGENET_DEFAULT_STD",
+    "IMAGENET_STANDARD_MEAN",
+    "IMAGENET_STANDARD_STD",
     "PIL_RESAMPLE_NAMES",
     "load_image",
     "to_rgb",
@@ -76,12 +117,23 @@ __all__ = [
     "center_crop",
     "rescale",
     "normalize",
+    "timm_scale_size",
+    "torchvision_center_crop_offsets",
+    "torchvision_center_crop",
+    "to_tensor",
     "BatchFeature",
     "EfficientFormerImageProcessor",
+    "ViTImageProcessor",
+    "TorchvisionEvalTransform",
+    "RecipeInfo",
+    "RECIPES",
+    "recipe",
 ]
 
 IMAGENET_DEFAULT_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_DEFAULT_STD = [0.229, 0.224, 0.225]
+IMAGENET_STANDARD_MEAN = [0.5, 0.5, 0.5]
+IMAGENET_STANDARD_STD = [0.5, 0.5, 0.5]
 
 #: Pillow's resampling filter codes (`PIL.Image.Resampling`), as stored in HF configs.
 PIL_RESAMPLE_NAMES = {0: "NEAREST", 1: "LANCZOS", 2: "BILINEAR", 3: "BICUBIC", 4: "BOX", 5: "HAMMING"}
@@ -289,21 +341,63 @@ def normalize(image: np.ndarray, mean: Union[float, Sequence[float]], std: Union
 
 
 # --------------------------------------------------------------------------------------------------
+# torchvision's eval steps where their arithmetic differs from HF's (the "timm" / "original" recipes)
+# --------------------------------------------------------------------------------------------------
+#
+# torchvision `Resize(S)` on a PIL image needs no function of its own: its output size
+# (`_compute_resized_output_size`: short side -> S, long side -> int(S * long / short)) is exactly
+# `get_resize_output_size`, and it then calls `img.resize((w, h), filter)`, i.e. PIL with the default
+# reducing_gap=None, exactly as `resize` does. So `resize_shortest_edge` is torchvision's Resize.
+
+
+def timm_scale_size(img_size: int, crop_pct: float) -> int:
+    """timm's `transforms_imagenet_eval` resize target: math.floor(img_size / crop_pct).
+
+    224 / 0.95 = 235.789... -> 235 (timm's EfficientFormer / SwiftFormer cfgs); 224 / 0.875 -> 256.
+    """
+    return math.floor(img_size / crop_pct)
+
+
+def torchvision_center_crop_offsets(height: int, width: int, crop_height: int, crop_width: int) -> Tuple[int, int]:
+    """(top, left) of torchvision's `CenterCrop`: int(round((H - ch) / 2.0)), same for the width.
+
+    Python's round() rounds half to EVEN, so for an odd H - ch the offset is the floor when
+    (H - ch) // 2 is even and floor + 1 when it is odd: 383 -> 224 gives 80 (HF's
+    `center_crop_offsets` floors to 79); 235 -> 224 gives 6 (HF: 5); 341 -> 224 gives 58 (both).
+    Only meaningful for H >= ch, W >= cw (`torchvision_center_crop` pads smaller images first).
+    """
+    return int(round((height - crop_height) / 2.0)), int(round((width - crop_width) / 2.0))
+
+
+def torchvision_center_crop(image: np.ndarray, crop_height: int, crop_width: int) -> np.ndarray:
+    """[H, W, C] -> [crop_height, crop_width, C], same dtype: `torchvision.transforms.functional.center_crop`.
+
+    An axis shorter than the crop is first zero-padded (0 = black for uint8) with
+    (crop - size) // 2 before and (crop - size + 1) // 2 after, so it comes out exactly crop long
+    (unlike HF's `center_crop`, never one pixel short). Then the window starts at
+    `torchvision_center_crop_offsets` (round half to even).
+    """
+    height, width = image.shape[:2]
+    pad_h, pad_w = max(crop_height - height, 0), max(crop_width - width, 0)
+    if pad_h or pad_w:
+        pads = ((pad_h // 2, (pad_h + 1) // 2), (pad_w // 2, (pad_w + 1) // 2)) + ((0, 0),) * (image.ndim - 2)
+        image = np.pad(image, pads, mode="constant", constant_values=0)  # -> [max(H, ch), max(W, cw), C]
+        height, width = image.shape[:2]
+    top, left = torchvision_center_crop_offsets(height, width, crop_height, crop_width)
+    return image[top : top + crop_height, left : left + crop_width]
+
+
+def to_tensor(image: np.ndarray) -> np.ndarray:
+    """[H, W, C] uint8 -> [H, W, C] float32: torchvision `ToTensor`'s float32(x) / 255 (not HF's
+    float64 x * (1/255) then float32; for all 256 uint8 values both give the same float32, measured).
+    The layout stays channels-last here; the processors transpose to CHW at the end."""
+    return image.astype(np.float32) / np.float32(255)
+
+
+# --------------------------------------------------------------------------------------------------
 # Config parsing (HF semantics, with validation)
 # --------------------------------------------------------------------------------------------------
 
-_FIELDS = (
-    "do_resize",
-    "size",
-    "resample",
-    "do_center_crop",
-    "crop_size",
-    "do_rescale",
-    "rescale_factor",
-    "do_normalize",
-    "image_mean",
-    "image_std",
-)
 # Metadata keys HF writes into preprocessor_config.json; they do not affect the output.
 _METADATA_KEYS = (
     "image_processor_type",
@@ -312,7 +406,6 @@ _METADATA_KEYS = (
     "_processor_class",
     "_valid_processor_keys",
 )
-_THIS_TYPE = "EfficientFormerImageProcessor"
 
 
 def _is_int(value: Any) -> bool:
@@ -364,6 +457,16 @@ def _crop_dict(value: Any, strict: bool) -> Dict[str, int]:
     return size
 
 
+def _height_width_dict(value: Any, what: str) -> Dict[str, int]:
+    """An exact output size: int (square), [height, width] or {"height", "width"} (ViT's `size`)."""
+    if isinstance(value, dict) and set(value) != {"height", "width"}:
+        raise ConfigError(
+            f"{what} must be an int, [height, width] or {{height, width}}, got {value!r} "
+            "(transformers' ViTImageProcessor resizes to an exact height x width; it raises on this too)"
+        )
+    return _size_dict(value, what, strict=True)
+
+
 def _bool(value: Any, what: str) -> bool:
     if not isinstance(value, (bool, np.bool_)):
         raise ConfigError(f"{what} must be true or false, got {value!r}")
@@ -398,7 +501,7 @@ def _mean_std(value: Any, what: str, nonzero: bool = False) -> Union[float, List
 
 
 # --------------------------------------------------------------------------------------------------
-# Processor
+# Batching (shared by every processor)
 # --------------------------------------------------------------------------------------------------
 
 
@@ -412,7 +515,145 @@ class BatchFeature(dict):
             raise AttributeError(name) from None
 
 
-class EfficientFormerImageProcessor:
+def _as_batch(images: Union[ImageLike, Sequence[ImageLike]]) -> List[ImageLike]:
+    """One image or a list/tuple of images -> a non-empty list."""
+    batch = list(images) if isinstance(images, (list, tuple)) else [images]
+    if not batch:
+        raise InputError("no images given (empty list)")
+    return batch
+
+
+def _batch_feature(outputs: List[np.ndarray], return_tensors: Optional[str], data_format: str) -> BatchFeature:
+    """Per-image [h, w, 3] float32 arrays -> {"pixel_values": [N, 3, h, w]} (or a list / channels-last)."""
+    if return_tensors not in ("np", None):
+        raise ConfigError(f"return_tensors must be 'np' or None (npformer is NumPy-only), got {return_tensors!r}")
+    if data_format not in ("channels_first", "channels_last"):
+        raise ConfigError(f"data_format must be 'channels_first' or 'channels_last', got {data_format!r}")
+    if data_format == "channels_first":
+        outputs = [out.transpose(2, 0, 1) for out in outputs]  # [h, w, 3] -> [3, h, w]
+    if return_tensors is None:
+        return BatchFeature(pixel_values=[np.ascontiguousarray(out) for out in outputs])
+    shapes = {out.shape for out in outputs}
+    if len(shapes) != 1:
+        raise InputError(
+            f"images have different output shapes {sorted(shapes)} (no center crop?); "
+            "cannot stack them: use return_tensors=None"
+        )
+    return BatchFeature(pixel_values=np.ascontiguousarray(np.stack(outputs)))  # [N, 3, h, w]
+
+
+# --------------------------------------------------------------------------------------------------
+# HF image processor twins
+# --------------------------------------------------------------------------------------------------
+
+
+class _HFImageProcessor:
+    """What the HF processor twins share: config I/O (`from_dict`, `from_pretrained`, `to_dict`),
+    equality, per-call overrides and batching. A subclass sets `_FIELDS` (its constructor
+    arguments = its config keys, in HF's `to_dict` order) and `_TYPE` (HF's class name), and
+    implements `__init__` (defaults + validation) and `_process_one`."""
+
+    _FIELDS: Tuple[str, ...] = ()
+    _TYPE = ""
+    model_input_names = ["pixel_values"]
+    strict: bool
+
+    # ---- constructors -------------------------------------------------------------------------
+
+    @classmethod
+    def from_dict(cls, config: Dict[str, Any], *, strict: bool = True):
+        """Build from a `preprocessor_config.json` dict, honouring every field HF honours.
+
+        Missing fields take the code defaults (as in HF). The metadata keys `image_processor_type`,
+        `processor_class`, `feature_extractor_type` (and `_processor_class`,
+        `_valid_processor_keys` that some transformers versions save) are ignored.
+
+        With `strict=True` (default) a `ConfigError` is raised for anything HF would *silently
+        ignore* although it signals different intended preprocessing: unknown keys (e.g.
+        `crop_pct`, `do_convert_rgb`, `max_size`; for ViT also `crop_size`), `longest_edge` in
+        `size`, and an `image_processor_type` naming another processor class (e.g. a
+        ViTImageProcessor config read as EfficientFormer: AutoImageProcessor would run it without a
+        crop). `strict=False` ignores those exactly as HF's `<Class>.from_dict` does.
+        """
+        if not isinstance(config, dict):
+            raise ConfigError(f"preprocessor config must be a JSON object, got {type(config).__name__}")
+        unknown = sorted(k for k in config if k not in cls._FIELDS and k not in _METADATA_KEYS)
+        proc_type = config.get("image_processor_type")
+        if strict:
+            if unknown:
+                raise ConfigError(
+                    f"preprocessor config has fields transformers' {cls._TYPE} would silently "
+                    f"ignore: {unknown}; remove them, or pass strict=False to ignore them like HF"
+                )
+            if proc_type is not None and proc_type != cls._TYPE:
+                raise ConfigError(
+                    f"preprocessor config is for image_processor_type={proc_type!r}, not {cls._TYPE!r}; "
+                    f"its defaults and steps differ (pass strict=False to read it as a {cls._TYPE} config like "
+                    f"{cls._TYPE}.from_dict in HF does)"
+                )
+        kwargs = {k: config[k] for k in cls._FIELDS if k in config and config[k] is not None}
+        return cls(**kwargs, strict=strict)
+
+    @classmethod
+    def from_pretrained(cls, path: Union[str, "os.PathLike[str]"], *, strict: bool = True):
+        """Read `preprocessor_config.json` from a directory, or a JSON file given directly."""
+        path = os.fspath(path)
+        file = os.path.join(path, PREPROCESSOR_CONFIG_NAME) if os.path.isdir(path) else path
+        try:
+            with open(file, "r", encoding="utf-8") as handle:
+                config = json.load(handle)
+        except FileNotFoundError:
+            raise ConfigError(
+                f"{file}: no such file (expected a directory containing {PREPROCESSOR_CONFIG_NAME} or the JSON file)"
+            ) from None
+        except (OSError, UnicodeDecodeError) as err:
+            raise ConfigError(f"{file}: cannot read: {err}") from err
+        except json.JSONDecodeError as err:
+            raise ConfigError(f"{file}: not valid JSON: {err}") from err
+        try:
+            return cls.from_dict(config, strict=strict)
+        except ConfigError as err:
+            raise ConfigError(f"{file}: {err}") from err
+
+    def to_dict(self) -> Dict[str, Any]:
+        """The config as HF writes it (`from_dict(to_dict())` round-trips)."""
+        config = {}
+        for field in self._FIELDS:
+            value = getattr(self, field)
+            config[field] = type(value)(value) if isinstance(value, (dict, list)) else value  # a copy
+        config["image_processor_type"] = self._TYPE
+        return config
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({json.dumps(self.to_dict(), sort_keys=True)})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _HFImageProcessor) and self.to_dict() == other.to_dict()
+
+    # ---- processing ---------------------------------------------------------------------------
+
+    def __call__(self, images: Union[ImageLike, Sequence[ImageLike]], **kwargs: Any) -> BatchFeature:
+        return self.preprocess(images, **kwargs)
+
+    def _preprocess(
+        self,
+        images: Union[ImageLike, Sequence[ImageLike]],
+        overrides: Dict[str, Any],
+        return_tensors: Optional[str],
+        data_format: str,
+    ) -> BatchFeature:
+        """`preprocess` with `overrides` (field -> value or None = keep) applied for this call only."""
+        settings = {field: getattr(self, field) for field in self._FIELDS}
+        settings.update({k: v for k, v in overrides.items() if v is not None})
+        processor = type(self)(**settings, strict=self.strict)
+        outputs = [processor._process_one(image) for image in _as_batch(images)]
+        return _batch_feature(outputs, return_tensors, data_format)
+
+    def _process_one(self, image: ImageLike) -> np.ndarray:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+class EfficientFormerImageProcessor(_HFImageProcessor):
     """NumPy/Pillow twin of `transformers.EfficientFormerImageProcessor` (4.40.2).
 
     Constructor arguments and defaults are HF's *code* defaults (not its docstring's): squash-resize
@@ -426,7 +667,19 @@ class EfficientFormerImageProcessor:
     `ConfigError` at construction (HF raises late or not at all).
     """
 
-    model_input_names = ["pixel_values"]
+    _FIELDS = (
+        "do_resize",
+        "size",
+        "resample",
+        "do_center_crop",
+        "crop_size",
+        "do_rescale",
+        "rescale_factor",
+        "do_normalize",
+        "image_mean",
+        "image_std",
+    )
+    _TYPE = "EfficientFormerImageProcessor"
 
     def __init__(
         self,
@@ -457,13 +710,12 @@ class EfficientFormerImageProcessor:
         )
         self.strict = strict
 
-    # ---- constructors -------------------------------------------------------------------------
-
     @classmethod
     def published(cls) -> "EfficientFormerImageProcessor":
         """Settings of the published snap-research/efficientformer-l{1,3,7}-300 checkpoints:
         resize shortest edge to 256 (bicubic), center crop 224, rescale 1/255, ImageNet-default
-        mean/std (the hub's `preprocessor_config.json`, = the original repos' eval transform)."""
+        mean/std (the hub's `preprocessor_config.json`; the original repos' eval transform up to
+        the crop offset rounding, see recipe "original")."""
         return cls(
             size={"shortest_edge": 256},
             resample=3,
@@ -472,90 +724,6 @@ class EfficientFormerImageProcessor:
             image_mean=IMAGENET_DEFAULT_MEAN,
             image_std=IMAGENET_DEFAULT_STD,
         )
-
-    @classmethod
-    def from_dict(cls, config: Dict[str, Any], *, strict: bool = True) -> "EfficientFormerImageProcessor":
-        """Build from a `preprocessor_config.json` dict, honouring every field HF honours.
-
-        Missing fields take the code defaults (as in HF). The metadata keys `image_processor_type`,
-        `processor_class`, `feature_extractor_type` (and `_processor_class`,
-        `_valid_processor_keys` that some transformers versions save) are ignored.
-
-        With `strict=True` (default) a `ConfigError` is raised for anything HF would *silently
-        ignore* although it signals different intended preprocessing: unknown keys (e.g.
-        `crop_pct`, `do_convert_rgb`, `max_size`), `longest_edge` in `size`, and an
-        `image_processor_type` other than EfficientFormerImageProcessor (e.g. a
-        ViTImageProcessor config, which AutoImageProcessor would run without a crop).
-        `strict=False` ignores those exactly as HF's EfficientFormerImageProcessor.from_dict does.
-        """
-        if not isinstance(config, dict):
-            raise ConfigError(f"preprocessor config must be a JSON object, got {type(config).__name__}")
-        unknown = sorted(k for k in config if k not in _FIELDS and k not in _METADATA_KEYS)
-        proc_type = config.get("image_processor_type")
-        if strict:
-            if unknown:
-                raise ConfigError(
-                    f"preprocessor config has fields transformers' EfficientFormerImageProcessor would silently "
-                    f"ignore: {unknown}; remove them, or pass strict=False to ignore them like HF"
-                )
-            if proc_type is not None and proc_type != _THIS_TYPE:
-                raise ConfigError(
-                    f"preprocessor config is for image_processor_type={proc_type!r}, not {_THIS_TYPE!r}; "
-                    "its defaults and steps differ (pass strict=False to read it as an EfficientFormer config like "
-                    "EfficientFormerImageProcessor.from_dict in HF does)"
-                )
-        kwargs = {k: config[k] for k in _FIELDS if k in config and config[k] is not None}
-        return cls(**kwargs, strict=strict)
-
-    @classmethod
-    def from_pretrained(
-        cls, path: Union[str, "os.PathLike[str]"], *, strict: bool = True
-    ) -> "EfficientFormerImageProcessor":
-        """Read `preprocessor_config.json` from a directory, or a JSON file given directly."""
-        path = os.fspath(path)
-        file = os.path.join(path, PREPROCESSOR_CONFIG_NAME) if os.path.isdir(path) else path
-        try:
-            with open(file, "r", encoding="utf-8") as handle:
-                config = json.load(handle)
-        except FileNotFoundError:
-            raise ConfigError(
-                f"{file}: no such file (expected a directory containing {PREPROCESSOR_CONFIG_NAME} or the JSON file)"
-            ) from None
-        except (OSError, UnicodeDecodeError) as err:
-            raise ConfigError(f"{file}: cannot read: {err}") from err
-        except json.JSONDecodeError as err:
-            raise ConfigError(f"{file}: not valid JSON: {err}") from err
-        try:
-            return cls.from_dict(config, strict=strict)
-        except ConfigError as err:
-            raise ConfigError(f"{file}: {err}") from err
-
-    def to_dict(self) -> Dict[str, Any]:
-        """The config as HF writes it (`from_dict(to_dict())` round-trips)."""
-        return {
-            "do_resize": self.do_resize,
-            "size": dict(self.size),
-            "resample": self.resample,
-            "do_center_crop": self.do_center_crop,
-            "crop_size": dict(self.crop_size),
-            "do_rescale": self.do_rescale,
-            "rescale_factor": self.rescale_factor,
-            "do_normalize": self.do_normalize,
-            "image_mean": list(self.image_mean) if isinstance(self.image_mean, list) else self.image_mean,
-            "image_std": list(self.image_std) if isinstance(self.image_std, list) else self.image_std,
-            "image_processor_type": _THIS_TYPE,
-        }
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({json.dumps(self.to_dict(), sort_keys=True)})"
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, EfficientFormerImageProcessor) and self.to_dict() == other.to_dict()
-
-    # ---- processing ---------------------------------------------------------------------------
-
-    def __call__(self, images: Union[ImageLike, Sequence[ImageLike]], **kwargs: Any) -> BatchFeature:
-        return self.preprocess(images, **kwargs)
 
     def preprocess(
         self,
@@ -580,39 +748,12 @@ class EfficientFormerImageProcessor:
         one array; None returns a list of per-image arrays (like HF). `data_format`
         "channels_first" (NCHW, default) or "channels_last".
         """
-        settings = EfficientFormerImageProcessor(
-            do_resize=self.do_resize if do_resize is None else do_resize,
-            size=self.size if size is None else size,
-            resample=self.resample if resample is None else resample,
-            do_center_crop=self.do_center_crop if do_center_crop is None else do_center_crop,
-            crop_size=self.crop_size if crop_size is None else crop_size,
-            do_rescale=self.do_rescale if do_rescale is None else do_rescale,
-            rescale_factor=self.rescale_factor if rescale_factor is None else rescale_factor,
-            do_normalize=self.do_normalize if do_normalize is None else do_normalize,
-            image_mean=self.image_mean if image_mean is None else image_mean,
-            image_std=self.image_std if image_std is None else image_std,
-            strict=self.strict,
-        )
-        if return_tensors not in ("np", None):
-            raise ConfigError(f"return_tensors must be 'np' or None (npformer is NumPy-only), got {return_tensors!r}")
-        if data_format not in ("channels_first", "channels_last"):
-            raise ConfigError(f"data_format must be 'channels_first' or 'channels_last', got {data_format!r}")
-
-        batch = list(images) if isinstance(images, (list, tuple)) else [images]
-        if not batch:
-            raise InputError("no images given (empty list)")
-        outputs = [settings._process_one(image) for image in batch]
-        if data_format == "channels_first":
-            outputs = [out.transpose(2, 0, 1) for out in outputs]
-        if return_tensors is None:
-            return BatchFeature(pixel_values=[np.ascontiguousarray(out) for out in outputs])
-        shapes = {out.shape for out in outputs}
-        if len(shapes) != 1:
-            raise InputError(
-                f"images have different output shapes {sorted(shapes)} (no center crop?); "
-                "cannot stack them: use return_tensors=None"
-            )
-        return BatchFeature(pixel_values=np.ascontiguousarray(np.stack(outputs)))
+        overrides = dict(
+            do_resize=do_resize, size=size, resample=resample, do_center_crop=do_center_crop,
+            crop_size=crop_size, do_rescale=do_rescale, rescale_factor=rescale_factor,
+            do_normalize=do_normalize, image_mean=image_mean, image_std=image_std,
+        )  # fmt: skip
+        return self._preprocess(images, overrides, return_tensors, data_format)
 
     def _process_one(self, image: ImageLike) -> np.ndarray:
         """One image -> [h, w, 3] float32 (channels last, as HF computes it)."""
@@ -629,3 +770,242 @@ class EfficientFormerImageProcessor:
         if self.do_normalize:
             array = normalize(array, self.image_mean, self.image_std)  # -> float32
         return array.astype(np.float32, copy=False)
+
+
+class ViTImageProcessor(_HFImageProcessor):
+    """NumPy/Pillow twin of `transformers.ViTImageProcessor` (4.40.2), the processor transformers'
+    auto mapping assigns to SwiftFormer.
+
+    Code defaults (= HF's): squash-resize to exactly 224 x 224 (aspect ratio NOT kept, and there
+    is no center crop at all), BILINEAR (2), rescale 1/255, IMAGENET_STANDARD mean/std
+    (0.5, 0.5, 0.5). The published MBZUAI/swiftformer-* checkpoints ship a config that only
+    changes mean/std to ImageNet-default: `ViTImageProcessor.published_swiftformer()`.
+
+    Steps: [H, W, 3] uint8 -> PIL resize to size (uint8) -> rescale (float64 product, then float32)
+    -> normalize (float32) -> CHW; the same step functions as `EfficientFormerImageProcessor`.
+    `size` is an int (square), [height, width] or {"height", "width"}; a {"shortest_edge"} size
+    raises `ConfigError` (HF's ViT processor raises ValueError on it when processing).
+    """
+
+    _FIELDS = (
+        "do_resize",
+        "size",
+        "resample",
+        "do_rescale",
+        "rescale_factor",
+        "do_normalize",
+        "image_mean",
+        "image_std",
+    )
+    _TYPE = "ViTImageProcessor"
+
+    def __init__(
+        self,
+        do_resize: bool = True,
+        size: Optional[Union[int, Sequence[int], Dict[str, int]]] = None,
+        resample: int = 2,
+        do_rescale: bool = True,
+        rescale_factor: float = 1 / 255,
+        do_normalize: bool = True,
+        image_mean: Optional[Union[float, Sequence[float]]] = None,
+        image_std: Optional[Union[float, Sequence[float]]] = None,
+        *,
+        strict: bool = True,
+    ) -> None:
+        self.do_resize = _bool(do_resize, "do_resize")
+        self.size = _height_width_dict(size if size is not None else {"height": 224, "width": 224}, "size")
+        self.resample = _resample(resample)
+        self.do_rescale = _bool(do_rescale, "do_rescale")
+        self.rescale_factor = _real(rescale_factor, "rescale_factor")
+        self.do_normalize = _bool(do_normalize, "do_normalize")
+        self.image_mean = _mean_std(image_mean if image_mean is not None else IMAGENET_STANDARD_MEAN, "image_mean")
+        self.image_std = _mean_std(
+            image_std if image_std is not None else IMAGENET_STANDARD_STD, "image_std", nonzero=True
+        )
+        self.strict = strict
+
+    @classmethod
+    def published_swiftformer(cls) -> "ViTImageProcessor":
+        """Settings of the published MBZUAI/swiftformer-{xs,s,l1,l3} checkpoints. Their
+        `preprocessor_config.json` is {do_normalize: true, do_resize: true, image_mean/image_std:
+        ImageNet default, size: 224}: squash to 224 x 224 with the default BILINEAR, rescale 1/255."""
+        return cls(size=224, image_mean=IMAGENET_DEFAULT_MEAN, image_std=IMAGENET_DEFAULT_STD)
+
+    def preprocess(
+        self,
+        images: Union[ImageLike, Sequence[ImageLike]],
+        do_resize: Optional[bool] = None,
+        size: Optional[Union[int, Sequence[int], Dict[str, int]]] = None,
+        resample: Optional[int] = None,
+        do_rescale: Optional[bool] = None,
+        rescale_factor: Optional[float] = None,
+        do_normalize: Optional[bool] = None,
+        image_mean: Optional[Union[float, Sequence[float]]] = None,
+        image_std: Optional[Union[float, Sequence[float]]] = None,
+        return_tensors: Optional[str] = "np",
+        data_format: str = "channels_first",
+    ) -> BatchFeature:
+        """Images -> {"pixel_values": float32 [N, 3, h, w]} (HF's `preprocess`, same overrides);
+        inputs and `return_tensors` / `data_format` as in `EfficientFormerImageProcessor.preprocess`."""
+        overrides = dict(
+            do_resize=do_resize, size=size, resample=resample, do_rescale=do_rescale,
+            rescale_factor=rescale_factor, do_normalize=do_normalize, image_mean=image_mean, image_std=image_std,
+        )  # fmt: skip
+        return self._preprocess(images, overrides, return_tensors, data_format)
+
+    def _process_one(self, image: ImageLike) -> np.ndarray:
+        """One image -> [h, w, 3] float32 (channels last, as HF computes it)."""
+        array = _as_rgb_array(image)  # [H, W, 3] uint8
+        if self.do_resize:
+            array = resize(array, self.size["height"], self.size["width"], self.resample)  # -> [h, w, 3] uint8
+        if self.do_rescale:
+            array = rescale(array, self.rescale_factor)  # -> float32
+        if self.do_normalize:
+            array = normalize(array, self.image_mean, self.image_std)  # -> float32
+        return array.astype(np.float32, copy=False)
+
+
+# --------------------------------------------------------------------------------------------------
+# torchvision eval transform (timm and the original repos)
+# --------------------------------------------------------------------------------------------------
+
+
+class TorchvisionEvalTransform:
+    """torchvision `Compose([Resize(resize_short, resample), CenterCrop(crop), ToTensor(),
+    Normalize(mean, std)])` applied to a PIL RGB image, in NumPy/Pillow.
+
+    [H, W, 3] uint8 -> resize_shortest_edge   short side -> resize_short, long side ->
+                                              int(resize_short * long / short) (PIL resize, uint8)
+                    -> torchvision_center_crop  -> [ch, cw, 3] uint8, offsets round half to even
+                    -> to_tensor                float32(x) / 255
+                    -> normalize                float32 (x - mean) / std
+                    -> [3, ch, cw] float32
+
+    `crop` is an int (square) or (height, width). `resample` is a PIL filter code (3 = bicubic;
+    torchvision maps InterpolationMode.BICUBIC to it for PIL images). `TorchvisionEvalTransform.timm()`
+    builds timm's `transforms_imagenet_eval` for crop_mode "center".
+    """
+
+    def __init__(
+        self,
+        resize_short: int,
+        crop: Union[int, Sequence[int]],
+        resample: int = 3,
+        mean: Sequence[float] = IMAGENET_DEFAULT_MEAN,
+        std: Sequence[float] = IMAGENET_DEFAULT_STD,
+    ) -> None:
+        self.resize_short = _positive_int(resize_short, "resize_short")
+        crop_hw = _height_width_dict(crop, "crop")
+        self.crop = (crop_hw["height"], crop_hw["width"])
+        self.resample = _resample(resample)
+        self.mean = _mean_std(mean, "mean")
+        self.std = _mean_std(std, "std", nonzero=True)
+
+    @classmethod
+    def timm(
+        cls,
+        img_size: int = 224,
+        crop_pct: float = 0.95,
+        resample: int = 3,
+        mean: Sequence[float] = IMAGENET_DEFAULT_MEAN,
+        std: Sequence[float] = IMAGENET_DEFAULT_STD,
+    ) -> "TorchvisionEvalTransform":
+        """timm's eval transform (crop_mode "center", square img_size): Resize(floor(img_size /
+        crop_pct)) -> CenterCrop(img_size) -> ToTensor -> Normalize. The defaults are the pretrained
+        cfgs of timm's efficientformer_l{1,3,7}.snap_dist_in1k and swiftformer_*.dist_in1k."""
+        return cls(timm_scale_size(img_size, crop_pct), img_size, resample, mean, std)
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {
+            "resize_short": self.resize_short,
+            "crop": list(self.crop),
+            "resample": self.resample,
+            "mean": list(self.mean) if isinstance(self.mean, list) else self.mean,
+            "std": list(self.std) if isinstance(self.std, list) else self.std,
+        }
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({json.dumps(self.to_dict(), sort_keys=True)})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, TorchvisionEvalTransform) and self.to_dict() == other.to_dict()
+
+    def __call__(
+        self,
+        images: Union[ImageLike, Sequence[ImageLike]],
+        return_tensors: Optional[str] = "np",
+        data_format: str = "channels_first",
+    ) -> BatchFeature:
+        """Images (as for `EfficientFormerImageProcessor`) -> {"pixel_values": float32 [N, 3, ch, cw]}."""
+        outputs = [self._process_one(image) for image in _as_batch(images)]
+        return _batch_feature(outputs, return_tensors, data_format)
+
+    preprocess = __call__
+
+    def _process_one(self, image: ImageLike) -> np.ndarray:
+        """One image -> [ch, cw, 3] float32 (channels last)."""
+        array = _as_rgb_array(image)  # [H, W, 3] uint8
+        array = resize_shortest_edge(array, self.resize_short, self.resample)  # -> [H', W', 3] uint8
+        array = torchvision_center_crop(array, *self.crop)  # -> [ch, cw, 3] uint8
+        array = to_tensor(array)  # -> [ch, cw, 3] float32 in [0, 1]
+        return normalize(array, self.mean, self.std)  # -> [ch, cw, 3] float32
+
+
+# --------------------------------------------------------------------------------------------------
+# Named recipes
+# --------------------------------------------------------------------------------------------------
+
+
+class RecipeInfo(NamedTuple):
+    """What a named preprocessing recipe does, and where its settings come from."""
+
+    description: str
+    source: str
+
+
+#: name -> RecipeInfo; `recipe(name)` builds the processor. The module docstring has the same table.
+RECIPES: Dict[str, RecipeInfo] = {
+    "efficientformer-hf": RecipeInfo(
+        "shortest edge 256 (bicubic, floor long side), center crop 224 (floor offsets), ImageNet-default mean/std",
+        "transformers 4.40.2 EfficientFormerImageProcessor with the published snap-research/efficientformer-"
+        "l{1,3,7}-300 preprocessor_config.json",
+    ),
+    "efficientformer-hf-default": RecipeInfo(
+        "squash to 224 x 224 (bicubic), crop no-op, ImageNet-default mean/std",
+        "transformers 4.40.2 EfficientFormerImageProcessor() code defaults (not its docstring's)",
+    ),
+    "swiftformer-hf": RecipeInfo(
+        "squash to 224 x 224 (bilinear, aspect not kept, no crop), ImageNet-default mean/std",
+        "transformers 4.40.2 ViTImageProcessor with the published MBZUAI/swiftformer-* preprocessor_config.json",
+    ),
+    "timm": RecipeInfo(
+        "shortest edge floor(224 / 0.95) = 235 (bicubic), center crop 224 (round-half-even offsets), "
+        "ToTensor, ImageNet-default mean/std",
+        "timm 1.0 create_transform(**resolve_data_config({}, model=...)) for efficientformer_l{1,3,7}."
+        "snap_dist_in1k and swiftformer_*.dist_in1k (identical transforms; crop_pct 0.95, crop_mode center)",
+    ),
+    "original": RecipeInfo(
+        "shortest edge 256 (bicubic), center crop 224 (round-half-even offsets), ToTensor, ImageNet-default mean/std",
+        "eval transform of snap-research/EfficientFormer and Amshaker/SwiftFormer util/datasets.py: torchvision "
+        "Resize(256, bicubic) -> CenterCrop(224) -> ToTensor -> Normalize(IMAGENET_DEFAULT)",
+    ),
+}
+
+Preprocessor = Union[EfficientFormerImageProcessor, ViTImageProcessor, TorchvisionEvalTransform]
+
+_RECIPE_BUILDERS: Dict[str, Callable[[], Preprocessor]] = {
+    "efficientformer-hf": EfficientFormerImageProcessor.published,
+    "efficientformer-hf-default": EfficientFormerImageProcessor,
+    "swiftformer-hf": ViTImageProcessor.published_swiftformer,
+    "timm": TorchvisionEvalTransform.timm,
+    "original": lambda: TorchvisionEvalTransform(resize_short=256, crop=224, resample=3),
+}
+assert set(_RECIPE_BUILDERS) == set(RECIPES)
+
+
+def recipe(name: str) -> Preprocessor:
+    """A new processor for the named recipe (see `RECIPES`); calling it on images returns
+    {"pixel_values": float32 [N, 3, 224, 224]}. Unknown name -> `ConfigError` listing the names."""
+    if not isinstance(name, str) or name not in _RECIPE_BUILDERS:
+        raise ConfigError(f"unknown preprocessing recipe {name!r}; known recipes: {', '.join(RECIPES)}")
+    return _RECIPE_BUILDERS[name]()

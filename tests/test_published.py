@@ -1,6 +1,7 @@
-"""The published snap-research checkpoints against the logits transformers publishes for the
-COCO two-cats image (spec §9.1). The checkpoints cannot be downloaded where npformer is built,
-so these tests run only where someone has put them (see weights/README.md) and skip otherwise.
+"""The published snap-research and MBZUAI checkpoints against the logits transformers publishes
+for the COCO two-cats image (spec §9.1). The checkpoints cannot be downloaded where npformer is
+built, so these tests run only where someone has put them (see weights/README.md) and skip
+otherwise.
 """
 
 import os
@@ -10,7 +11,7 @@ import numpy as np
 import pytest
 
 import npformer
-from npformer.preprocess import EfficientFormerImageProcessor
+from npformer.preprocess import EfficientFormerImageProcessor, recipe
 
 ROOT = Path(__file__).parent.parent
 CATS = Path(__file__).parent / "fixtures" / "images" / "two_cats.png"
@@ -25,20 +26,29 @@ PUBLISHED = {
 }
 L1_CLASS_HEAD_ONLY = [-0.0555, 0.4825, -0.0852]
 
+# transformers' SwiftFormer conversion script (first 5 logits; v1 weights, ViTImageProcessor 224×224
+# bilinear, ImageNet mean/std); its integration test checks XS's first three at 1e-4
+SWIFTFORMER_PUBLISHED = {
+    "xs": [-2.1703, 2.1107, -2.0811, 0.88685, 0.24360],
+    "s": [0.39636, 0.23478, -1.6963, -1.7381, -0.86337],
+    "l1": [-0.42768, -0.47429, -1.0897, -1.0248, 0.035523],
+    "l3": [-0.25330, 0.24211, -0.60185, -0.82789, -0.060446],
+}
 
-def find_checkpoint(variant):
-    """A transformers directory or a converted npformer file for efficientformer-{variant}-300."""
+
+def find_checkpoint(name):
+    """A transformers directory or a converted npformer file named `name` (e.g. efficientformer-l1-300)."""
     roots = [Path(os.environ["NPFORMER_CHECKPOINTS"])] if "NPFORMER_CHECKPOINTS" in os.environ else []
     for root in roots + [ROOT / "weights"]:
-        for candidate in (root / f"efficientformer-{variant}-300", root / f"efficientformer-{variant}-300.safetensors"):
+        for candidate in (root / name, root / f"{name}.safetensors"):
             if candidate.exists():
                 return candidate
-    pytest.skip(f"published checkpoint efficientformer-{variant}-300 not present (see weights/README.md)")
+    pytest.skip(f"published checkpoint {name} not present (see weights/README.md)")
 
 
 @pytest.mark.parametrize("variant", ["l1", "l3", "l7"])
 def test_published_logits_on_two_cats(variant):
-    path = find_checkpoint(variant)
+    path = find_checkpoint(f"efficientformer-{variant}-300")
     pixels = EfficientFormerImageProcessor.published()(CATS)["pixel_values"]
     logits = npformer.EfficientFormerForImageClassificationWithTeacher.from_pretrained(path)(pixels).logits
     np.testing.assert_allclose(logits[0, :10], PUBLISHED[variant], rtol=0, atol=1e-4)
@@ -46,7 +56,15 @@ def test_published_logits_on_two_cats(variant):
 
 
 def test_published_l1_class_head_only():
-    path = find_checkpoint("l1")
+    path = find_checkpoint("efficientformer-l1-300")
     pixels = EfficientFormerImageProcessor.published()(CATS)["pixel_values"]
     logits = npformer.EfficientFormerForImageClassification.from_pretrained(path)(pixels).logits
     np.testing.assert_allclose(logits[0, :3], L1_CLASS_HEAD_ONLY, rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize("variant", ["xs", "s", "l1", "l3"])
+def test_published_swiftformer_logits_on_two_cats(variant):
+    path = find_checkpoint(f"swiftformer-{variant}")
+    pixels = recipe("swiftformer-hf")(CATS)["pixel_values"]
+    logits = npformer.SwiftFormerForImageClassification.from_pretrained(path)(pixels).logits
+    np.testing.assert_allclose(logits[0, :5], SWIFTFORMER_PUBLISHED[variant], rtol=0, atol=1e-4)
