@@ -1,9 +1,11 @@
-"""The `npformer` command line: predict, convert, shapes, parity.
+"""The `npformer` command line: predict, convert, shapes, parity, for EfficientFormer and SwiftFormer.
 
     npformer predict cat.png --weights efficientformer-l1.safetensors
+    npformer predict cat.png --weights ./swiftformer-xs/               # a transformers directory
     npformer convert efficientformer_l1_300d.pth efficientformer-l1.safetensors
-    npformer shapes --variant l3
-    npformer parity --variants l1 --batch 1
+    npformer convert SwiftFormer_XS.pth swiftformer-xs.safetensors --attention v1
+    npformer shapes --variant swiftformer-xs --size 256
+    npformer parity --families swiftformer --variants xs --batch 1
 
 `main(argv)` returns the exit status. Expected errors (every `NpformerError`) print one line,
 `npformer: error: <message>`, to stderr and exit with the error's `exit_code`; usage errors
@@ -13,6 +15,9 @@ exit 2 as argparse does; anything else is a bug and shows its traceback.
 from __future__ import annotations
 
 import argparse
+import importlib
+import importlib.util
+import json
 import os
 import sys
 import textwrap
@@ -28,7 +33,12 @@ from .errors import NpformerError
 DEFAULT_WEIGHTS: Path | None = None
 NO_DEFAULT_WEIGHTS = "no --weights given and no demo weights shipped yet; see weights/README.md"
 
-ORACLE_MISSING = "npformer parity needs the oracle extra: pip install 'npformer[oracle]'"
+ORACLE_MODULES = ("torch", "transformers", "timm")
+ORACLE_MISSING = "npformer parity needs the oracle extra (torch, transformers and timm; missing: {}): " \
+                 "pip install 'npformer[oracle]'"
+FAMILY_NAMES = ("efficientformer", "swiftformer")
+DISPLAY = {"efficientformer": "EfficientFormer", "swiftformer": "SwiftFormer"}
+GENERATIONS = ("v1", "v2")
 
 EXIT_CODES = """\
 exit status:
@@ -51,7 +61,7 @@ class UsageError(NpformerError):
 
 
 class MissingExtraError(NpformerError):
-    """A command that needs an optional extra (torch, transformers) that is not installed."""
+    """A command that needs an optional extra (torch, transformers, timm) that is not installed."""
 
     exit_code = 2
 
@@ -110,21 +120,61 @@ def _npformer_file_metadata(path: Path) -> dict | None:
     return metadata if metadata.get("format") == "npformer" else None
 
 
-def make_processor(spec: str | None, weights: Path):
-    """The image processor for `predict`: `--processor` if given, else the weights
-    directory's preprocessor_config.json, else the published snap-research settings."""
-    from .preprocess import PREPROCESSOR_CONFIG_NAME, EfficientFormerImageProcessor
+# preprocessing `predict` uses without --processor, by where the weights came from (metadata `source`)
+SOURCE_RECIPES = {"timm": "timm", "original": "original"}
+TRANSFORMERS_RECIPES = {"efficientformer": "efficientformer-hf", "swiftformer": "swiftformer-hf"}
+
+
+def _processor_from_config(path: Path, family: str):
+    """(processor, description) from a preprocessor_config.json (or a directory holding one).
+
+    The class is the one the file names in `image_processor_type`, else the family's (as
+    transformers' AutoImageProcessor decides): EfficientFormerImageProcessor, ViTImageProcessor."""
+    from .preprocess import PREPROCESSOR_CONFIG_NAME, EfficientFormerImageProcessor, ViTImageProcessor
+
+    classes = {cls.__name__: cls for cls in (EfficientFormerImageProcessor, ViTImageProcessor)}
+    file = path / PREPROCESSOR_CONFIG_NAME if path.is_dir() else path
+    try:
+        named = json.loads(file.read_text()).get("image_processor_type")
+    except (OSError, UnicodeDecodeError, ValueError, AttributeError):  # from_pretrained says what is wrong
+        named = None
+    cls = classes.get(named) or {"efficientformer": EfficientFormerImageProcessor, "swiftformer": ViTImageProcessor}[family]
+    return cls.from_pretrained(file), f"{file} ({cls.__name__})"
+
+
+def make_processor(spec: str | None, weights: Path, family: str, source: str | None):
+    """(processor, description) for `predict`.
+
+    `--processor` if given: a recipe name (npformer.preprocess.RECIPES), 'published' / 'default'
+    (the family's transformers settings: published checkpoints' / code defaults), or a
+    preprocessor_config.json file or a directory holding one. Without it: the weights directory's
+    preprocessor_config.json, else the recipe of the weights' source (metadata `source`):
+    transformers → the family's published transformers settings, timm → 'timm', original →
+    'original', anything else (npformer, seeded) → the family's transformers settings."""
+    from .preprocess import PREPROCESSOR_CONFIG_NAME, RECIPES, ViTImageProcessor, recipe
 
     if spec is None:
-        own = weights / PREPROCESSOR_CONFIG_NAME
-        if weights.is_dir() and own.is_file():
-            return EfficientFormerImageProcessor.from_pretrained(own)
-        return EfficientFormerImageProcessor.published()
+        if weights.is_dir() and (weights / PREPROCESSOR_CONFIG_NAME).is_file():
+            return _processor_from_config(weights / PREPROCESSOR_CONFIG_NAME, family)
+        spec = SOURCE_RECIPES.get(source, TRANSFORMERS_RECIPES[family])
     if spec == "published":
-        return EfficientFormerImageProcessor.published()
+        spec = TRANSFORMERS_RECIPES[family]
     if spec == "default":
-        return EfficientFormerImageProcessor()
-    return EfficientFormerImageProcessor.from_pretrained(spec)
+        if family == "swiftformer":
+            return ViTImageProcessor(), "default (ViTImageProcessor code defaults)"
+        spec = "efficientformer-hf-default"
+    if spec in RECIPES:
+        return recipe(spec), spec
+    return _processor_from_config(Path(spec), family)
+
+
+def load_model(weights: Path, dtype, attention_generation=None):
+    """(model, metadata) of any checkpoint `from_pretrained` reads."""
+    from . import architectures
+    from .convert import load_any
+
+    config, tensors, metadata = load_any(weights, attention_generation)
+    return architectures()[metadata["architecture"]](config, tensors, dtype=dtype), metadata
 
 
 # ---------------------------------------------------------------------------------------------
@@ -132,13 +182,12 @@ def make_processor(spec: str | None, weights: Path):
 
 
 def cmd_predict(args) -> int:
-    from . import from_pretrained
     from .errors import CheckpointMismatchError
     from .labels import label_names
 
     weights = _weights_path(args)
-    processor = make_processor(args.processor, weights)
-    model = from_pretrained(weights, dtype=np.dtype(args.dtype))
+    model, metadata = load_model(weights, np.dtype(args.dtype), args.attention)
+    processor, preprocessing = make_processor(args.processor, weights, model.family, metadata.get("source"))
     arch = type(model).__name__
     if model.num_heads == 0 or model.config.num_labels == 0:
         raise CheckpointMismatchError(
@@ -147,6 +196,7 @@ def cmd_predict(args) -> int:
         )
     names = label_names(model.config)
     k = min(args.top, model.config.num_labels)
+    describe = arch + (f", attention {model.config.attention_generation}" if model.family == "swiftformer" else "")
 
     # decode and preprocess every image first, so a bad file fails before any output
     pixels = [processor(image)["pixel_values"] for image in args.images]  # each [1, 3, h, w]
@@ -159,7 +209,7 @@ def cmd_predict(args) -> int:
     for n, (image, image_rows) in enumerate(zip(args.images, rows)):
         if n:
             print()
-        print(f"{image}  ({arch}, {args.dtype})")
+        print(f"{image}  ({describe}, {args.dtype}, preprocessing: {preprocessing})")
         for row in image_rows:
             rank, index, label, prob, word, logit = (f"{c:{a}{w}}" for c, a, w in zip(row, align, widths))
             print(f"  {rank} {index} {label}  {prob}  {word} {logit}")
@@ -171,14 +221,45 @@ def cmd_predict(args) -> int:
 
 SOURCE_KINDS = {
     "transformers": "transformers model directory",
-    "original": "original snap-research checkpoint",
+    "original": {"efficientformer": "original snap-research checkpoint",
+                 "swiftformer": "original Amshaker/SwiftFormer checkpoint"},
     "timm": "timm checkpoint",
 }
 
 
+def _file_size(size: int) -> str:
+    return f"{size / 1e6:.1f} MB" if size >= 100_000 else f"{size / 1e3:.1f} kB"
+
+
+def _source_kind(source: str, family: str) -> str | None:
+    kind = SOURCE_KINDS.get(source)
+    return kind[family] if isinstance(kind, dict) else kind
+
+
+def _architecture_summary(config) -> str:
+    """"custom (...)": the sizes of a config that is not a published variant."""
+    if config.model_type == "swiftformer":
+        return f"custom (embed_dims {config.embed_dims}, depths {config.depths})"
+    return (f"custom (hidden_sizes {config.hidden_sizes}, depths {config.depths}, "
+            f"{config.num_meta3d_blocks} attention block{'s' if config.num_meta3d_blocks != 1 else ''})")
+
+
+def _attention_summary(generation: str, origin: str, from_file: bool, requested: str | None) -> str:
+    """"v1 (why we know): what it computes" for convert's report."""
+    from .config import ATTENTION_GENERATIONS
+
+    if from_file:
+        why = "as the npformer file records"
+    elif origin in ("transformers", "timm"):
+        why = f"{origin} checkpoints are always {generation}"
+    else:
+        why = f"given by --attention {requested}"
+    return f"{generation} ({why}): {ATTENTION_GENERATIONS[generation]}"
+
+
 def cmd_convert(args) -> int:
     from . import convert_checkpoint
-    from .config import EfficientFormerConfig
+    from .convert import FAMILIES
     from .weights import count_parameters, metadata_config, read_safetensors
 
     src, dst = Path(args.src), Path(args.dst)
@@ -197,31 +278,35 @@ def cmd_convert(args) -> int:
     src_metadata = _npformer_file_metadata(src)
     tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")  # written whole, then renamed: no half files
     try:
-        metadata = convert_checkpoint(src, tmp)
+        metadata = convert_checkpoint(src, tmp, attention_generation=args.attention)
         os.replace(tmp, dst)
     finally:
         tmp.unlink(missing_ok=True)
 
     tensors, _ = read_safetensors(dst)
-    config = EfficientFormerConfig.from_dict(metadata_config(metadata), source=f"{dst} (metadata config)")
+    family = metadata["family"]
+    config = FAMILIES[family][0].from_dict(metadata_config(metadata), source=f"{dst} (metadata config)")
+    origin = metadata.get("source", "?")
     if src_metadata is not None:
-        origin = metadata.get("source", "?")
-        source = "npformer weight file" + (
-            f", converted from a {SOURCE_KINDS[origin]}" if origin in SOURCE_KINDS else f" (source: {origin})")
+        kind = _source_kind(origin, family)
+        article = "an" if kind and kind[0] in "aeiou" else "a"
+        source = "npformer weight file" + (f", converted from {article} {kind}" if kind else f" (source: {origin})")
     else:
-        source = SOURCE_KINDS.get(metadata.get("source"), metadata.get("source", "?"))
+        source = _source_kind(origin, family) or origin
     variant = metadata.get("variant")
-    variant = f"EfficientFormer-{variant.upper()}" if variant else (
-        f"custom (hidden_sizes {config.hidden_sizes}, depths {config.depths}, "
-        f"{config.num_meta3d_blocks} attention block{'s' if config.num_meta3d_blocks != 1 else ''})")
     rows = [
         ("source", source),
         ("architecture", metadata["architecture"]),
-        ("variant", variant),
+        ("variant", f"{DISPLAY[family]}-{variant.upper()}" if variant else _architecture_summary(config)),
+    ]
+    if family == "swiftformer":
+        rows.append(("attention", _attention_summary(config.attention_generation, origin, src_metadata is not None,
+                                                     args.attention)))
+    rows += [
         ("num_labels", str(config.num_labels)),
         ("tensors", f"{len(tensors):,}"),
         ("parameters", f"{count_parameters(tensors):,}"),
-        ("wrote", f"{dst} ({dst.stat().st_size / 1e6:.1f} MB)"),
+        ("wrote", f"{dst} ({_file_size(dst.stat().st_size)})"),
     ]
     print(f"converted {src}")
     print("\n".join(_table(rows, "<<", indent="  ")))
@@ -231,20 +316,35 @@ def cmd_convert(args) -> int:
 # ---------------------------------------------------------------------------------------------
 # shapes
 
-BLOCK_KINDS = {"meta4d": "Meta4D (pool)", "flat": "Flat", "meta3d": "Meta3D (attention)"}
+BLOCK_KINDS = {"meta4d": "Meta4D (pool)", "flat": "Flat", "meta3d": "Meta3D (attention)",
+               "conv_encoder": "ConvEncoder", "encoder": "encoder (additive attention)"}
+
+# --variant names: bare l1 l3 l7 are EfficientFormer (as before SwiftFormer arrived); every
+# variant also has its family-prefixed name (l1 and l3 exist in both families)
+SHAPE_VARIANTS = {
+    **{v: ("efficientformer", v) for v in ("l1", "l3", "l7")},
+    **{f"efficientformer-{v}": ("efficientformer", v) for v in ("l1", "l3", "l7")},
+    **{f"swiftformer-{v}": ("swiftformer", v) for v in ("xs", "s", "l1", "l3")},
+}
 
 
 def stage_level_names(cfg, architecture: str) -> dict[str, str]:
     """{name: kind} of every stage-level output a forward traces, in forward order."""
-    from .efficientformer import block_names
+    from . import efficientformer, swiftformer
 
+    module = swiftformer if cfg.model_type == "swiftformer" else efficientformer
     names = {"stem": "stem"}
     for stage in range(4):
         if stage > 0 and cfg.has_downsample(stage):
             names[f"stages.{stage}.downsample"] = "downsample"
-        for kind, name in block_names(cfg, stage):
+        for kind, name in module.block_names(cfg, stage):
             names[name] = BLOCK_KINDS[kind]
         names[f"stages.{stage}"] = "stage output"
+    if cfg.model_type == "swiftformer":
+        if architecture != "SwiftFormerModel":
+            names |= {"norm": "BatchNorm", "pooled": "mean over positions", "head": "head",
+                      "head_dist": "distillation head", "logits": "(head + head_dist) / 2"}
+        return names
     names["norm"] = "LayerNorm"
     if architecture != "EfficientFormerModel":
         names["pooled"] = "mean over tokens"
@@ -255,25 +355,43 @@ def stage_level_names(cfg, architecture: str) -> dict[str, str]:
     return names
 
 
+def _input_size(size: list[int]) -> tuple[int, int]:
+    if len(size) > 2:
+        raise UsageError(f"--size takes one side (square input) or HEIGHT WIDTH, got {len(size)} numbers")
+    return (size[0], size[-1])
+
+
 def cmd_shapes(args) -> int:
-    from . import EfficientFormerForImageClassificationWithTeacher, Trace, from_pretrained
-    from .config import EfficientFormerConfig
+    from . import architectures
+    from .config import EfficientFormerConfig, SwiftFormerConfig
     from .convert import variant_name
+    from .errors import ConfigError
     from .seeded import seeded_weights
+    from .trace import Trace
     from .weights import count_parameters
 
+    height, width = _input_size(args.size)
     if args.weights is not None:
-        model = from_pretrained(args.weights)
+        model, _ = load_model(Path(args.weights), np.float32, args.attention)
         variant = variant_name(model.config)
-        title = f"{args.weights} ({'EfficientFormer-' + variant.upper() if variant else 'custom config'})"
+        name = f"{DISPLAY[model.family]}-{variant.upper()}" if variant else f"custom {DISPLAY[model.family]} config"
+        title = f"{args.weights} ({name})"
     else:
-        cfg = EfficientFormerConfig.variant(args.variant)
-        model = EfficientFormerForImageClassificationWithTeacher(cfg, seeded_weights(cfg, num_heads=2))
-        title = f"EfficientFormer-{args.variant.upper()} (seeded weights)"
+        family, variant = SHAPE_VARIANTS[args.variant]
+        if family == "swiftformer":
+            cfg = SwiftFormerConfig.variant(variant, attention_generation=args.attention or "v1")
+            arch = "SwiftFormerForImageClassification"
+        elif args.attention is not None:
+            raise ConfigError(f"--attention applies to SwiftFormer only, {args.variant} is an EfficientFormer")
+        else:
+            cfg = EfficientFormerConfig.variant(variant)
+            arch = "EfficientFormerForImageClassificationWithTeacher"
+        model = architectures()[arch](cfg, seeded_weights(cfg, num_heads=2))
+        title = f"{DISPLAY[family]}-{variant.upper()} (seeded weights)"
     arch = type(model).__name__
     kinds = stage_level_names(model.config, arch)
     trace = Trace(["*"] if args.all else list(kinds))
-    pixels = np.zeros((args.batch, model.config.num_channels, args.size, args.size), dtype=np.float32)
+    pixels = np.zeros((args.batch, model.config.num_channels, height, width), dtype=np.float32)
     model(pixels, trace=trace)
 
     params = count_parameters(model.weights)
@@ -291,22 +409,54 @@ def cmd_shapes(args) -> int:
 # parity
 
 
-def oracle_available() -> bool:
-    """Whether torch and transformers (the oracle extra) can be imported."""
+PARITY_VARIANTS = ("l1", "l3", "l7", "xs", "s")  # parity.CASES' variant names (l1 and l3 in both families)
+REFERENCES = ("transformers", "timm")
+
+
+def missing_extras() -> list[str]:
+    """Which of torch, transformers and timm (the oracle extra) cannot be imported.
+
+    Without torch the other two are only looked up, not imported (transformers would warn on stderr)."""
+    missing = []
     try:
-        import torch  # noqa: F401
-        import transformers  # noqa: F401
+        importlib.import_module("torch")
     except ImportError:
-        return False
-    return True
+        missing.append("torch")
+    for name in ORACLE_MODULES[1:]:
+        try:
+            if "torch" in missing:
+                if importlib.util.find_spec(name) is None:
+                    missing.append(name)
+            elif name == "timm":
+                from .oracle import import_timm
+
+                import_timm()  # timm with the torchvision workaround; parity_table then finds it imported
+            else:
+                importlib.import_module(name)
+        except (ImportError, ValueError):  # ValueError: find_spec of a module set to None in sys.modules
+            missing.append(name)
+    return missing
+
+
+def oracle_available() -> bool:
+    """Whether torch, transformers and timm (the oracle extra) can all be imported."""
+    return not missing_extras()
 
 
 def cmd_parity(args) -> int:
-    if not oracle_available():
-        raise MissingExtraError(ORACLE_MISSING)
+    from .parity import CASES
+
+    families, references = tuple(args.families), tuple(args.references)
+    variants = tuple(args.variants) if args.variants else None
+    if not any(f in families and r in references and (variants is None or v in variants) for f, v, r, _ in CASES):
+        raise UsageError(f"no parity case is a {' or '.join(families)} variant among {', '.join(variants or ())}; "
+                         "EfficientFormer has l1 l3 l7, SwiftFormer xs s l1 l3")
+    missing = missing_extras()
+    if missing:
+        raise MissingExtraError(ORACLE_MISSING.format(", ".join(missing)))
     from .parity import parity_table
 
-    parity_table(variants=tuple(args.variants), batches=tuple(args.batch))
+    parity_table(families=families, variants=variants, references=references, batches=tuple(args.batch))
     return 0
 
 
@@ -335,13 +485,16 @@ def build_parser() -> argparse.ArgumentParser:
     fmt = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(
         prog="npformer",
-        description=_wrap("EfficientFormer in pure NumPy: classify images, convert checkpoints, inspect shapes, "
-                    "check parity with transformers."),
+        description=_wrap("EfficientFormer (L1, L3, L7) and SwiftFormer (XS, S, L1, L3) in pure NumPy: classify "
+                          "images, convert checkpoints, inspect shapes, check parity with transformers and timm."),
         epilog="examples:\n"
                "  npformer predict cat.png --weights efficientformer-l1.safetensors\n"
+               "  npformer predict cat.png --weights ./swiftformer-xs/          # a transformers directory\n"
                "  npformer convert efficientformer_l1_300d.pth efficientformer-l1.safetensors\n"
+               "  npformer convert SwiftFormer_XS.pth swiftformer-xs.safetensors --attention v1\n"
                "  npformer shapes --variant l3\n"
-               "  npformer parity --variants l1 --batch 1\n\n"
+               "  npformer shapes --variant swiftformer-xs --size 256\n"
+               "  npformer parity --families swiftformer --variants xs --batch 1\n\n"
                "run 'npformer COMMAND --help' for a command's options.\n\n" + EXIT_CODES,
         formatter_class=fmt,
     )
@@ -350,19 +503,32 @@ def build_parser() -> argparse.ArgumentParser:
 
     weights_help = ("an npformer .safetensors file, a transformers model directory (config.json + "
                     "model.safetensors or pytorch_model.bin), or an original / timm .pth checkpoint")
+    attention_help = ("SwiftFormer's attention generation, needed for original Amshaker/SwiftFormer checkpoints, "
+                      "which do not record it: v1 for the first release (before 2023-07-26: softmax over a size-1 "
+                      "axis), v2 for the retrained ones (L2 normalisation over tokens). transformers checkpoints "
+                      "are always v1, timm checkpoints v2, npformer files record theirs")
 
     p = sub.add_parser(
         "predict", help="classify images: top-K classes with probabilities",
-        description=_wrap("Classify images with an EfficientFormer checkpoint and print the top-K classes: rank, class "
-                    "index, probability (softmax of the logits), logit and label.\n\n"
-                    "Preprocessing: the weights directory's preprocessor_config.json if it has one, else the "
-                    "published snap-research settings (shortest edge 256, bicubic, center crop 224, ImageNet "
-                    "mean/std); --processor overrides.\n"
-                    "Labels: the config's id2label if it has real names, else the ImageNet-1k names for a "
-                    "1000-class model, else 'class N'."),
-        epilog="example:\n"
-               "  npformer predict two_cats.png chelsea.jpg --weights efficientformer-l1.safetensors --top 3\n\n"
-               "prints, per image, a header line 'IMAGE  (model class, dtype)' and then K lines:\n"
+        description=_wrap("Classify images with an EfficientFormer or SwiftFormer checkpoint and print the top-K "
+                          "classes: rank, class index, probability (softmax of the logits), logit and label.\n\n"
+                          "Preprocessing (named in each header line): --processor if given; else the weights "
+                          "directory's preprocessor_config.json if it has one; else the recipe of the checkpoint's "
+                          "origin: transformers EfficientFormer 'efficientformer-hf' (shortest edge 256, bicubic, "
+                          "center crop 224), transformers SwiftFormer 'swiftformer-hf' (bilinear squash to "
+                          "224×224), timm 'timm' (shortest edge 235, bicubic, crop 224), original 'original' "
+                          "(shortest edge 256, bicubic, crop 224), anything else the family's transformers "
+                          "recipe. All normalise with the ImageNet mean/std.\n"
+                          "Input size: EfficientFormer needs 193–224 px inputs (its attention biases fix a 7×7 "
+                          "grid); SwiftFormer takes any size.\n"
+                          "Labels: the config's id2label if it has real names, else the ImageNet-1k names for a "
+                          "1000-class model, else 'class N'."),
+        epilog="examples:\n"
+               "  npformer predict two_cats.png chelsea.jpg --weights efficientformer-l1.safetensors --top 3\n"
+               "  npformer predict cat.png --weights SwiftFormer_XS.pth --attention v1 --processor original\n\n"
+               "prints, per image, a header line\n"
+               "  IMAGE  (model class[, attention vN], dtype, preprocessing: RECIPE or CONFIG FILE)\n"
+               "and then K lines:\n"
                "  rank. class-index label  probability%  logit value",
         formatter_class=fmt,
     )
@@ -372,57 +538,83 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top", "-k", type=_positive_int, default=5, metavar="K", help="classes to show (default 5)")
     p.add_argument("--dtype", choices=("float32", "float64"), default="float32",
                    help="compute dtype of the forward pass (default float32)")
-    p.add_argument("--processor", metavar="PATH_OR_NAME",
-                   help="preprocessing: a preprocessor_config.json file or a directory holding one, or "
-                        "'published' (snap-research settings) or 'default' (transformers' code defaults: "
-                        "squash to 224×224)")
+    p.add_argument("--processor", metavar="RECIPE_OR_PATH",
+                   help="preprocessing: a recipe (efficientformer-hf, efficientformer-hf-default, swiftformer-hf, "
+                        "timm, original; see npformer.preprocess.RECIPES), 'published' / 'default' (the model "
+                        "family's transformers settings: the published checkpoints' / transformers' code "
+                        "defaults), or a preprocessor_config.json file or a directory holding one")
+    p.add_argument("--attention", choices=GENERATIONS, help=attention_help)
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser(
         "convert", help="convert a checkpoint to an npformer .safetensors weight file",
         description=_wrap(f"Convert a checkpoint to an npformer weight file (safetensors, timm key names, with the "
-                    f"config and provenance in its metadata). SRC: {weights_help}. Reading a .pth never runs "
-                    f"code from it."),
-        epilog="example:\n"
+                          f"config, provenance and, for SwiftFormer, the attention generation in its metadata). "
+                          f"SRC: {weights_help}. Reading a .pth never runs code from it.\n\n"
+                          f"An original SwiftFormer checkpoint does not say which attention it was trained with: "
+                          f"pass --attention v1 or v2 (without it, convert stops with exit status 3)."),
+        epilog="examples:\n"
                "  npformer convert efficientformer_l1_300d.pth efficientformer-l1.safetensors\n"
-               "  npformer convert ./efficientformer-l1-300/ l1.safetensors --force",
+               "  npformer convert ./efficientformer-l1-300/ l1.safetensors --force\n"
+               "  npformer convert SwiftFormer_XS.pth swiftformer-xs.safetensors --attention v1\n"
+               "  npformer convert swiftformer_xs.dist_in1k.pth swiftformer-xs-timm.safetensors   # timm: v2",
         formatter_class=fmt,
     )
     p.add_argument("src", metavar="SRC", help="the checkpoint to convert")
     p.add_argument("dst", metavar="DST", help="the .safetensors file to write")
     p.add_argument("--force", action="store_true", help="overwrite DST if it exists")
+    p.add_argument("--attention", choices=GENERATIONS, help=attention_help)
     p.set_defaults(func=cmd_convert)
 
     p = sub.add_parser(
         "shapes", help="tensor shape of every stage of a model",
         description=_wrap("Run a model on zeros and print the shape of every stage-level output (stem, downsamples, "
-                    "each block with its kind, stage outputs, norm, pooled, heads, logits) and its element "
-                    "count. Uses seeded weights for --variant, or a real checkpoint's config with --weights."),
-        epilog="example:\n"
+                          "each block with its kind, stage outputs, norm, pooled, heads, logits) and its element "
+                          "count. Uses seeded weights for --variant, or a real checkpoint's config with --weights.\n\n"
+                          "Variants: l1 l3 l7 are EfficientFormer (also efficientformer-l1 ...); SwiftFormer's are "
+                          "swiftformer-xs, swiftformer-s, swiftformer-l1, swiftformer-l3. EfficientFormer takes "
+                          "193–224 px inputs, SwiftFormer any size."),
+        epilog="examples:\n"
                "  npformer shapes --variant l7 --batch 4\n"
+               "  npformer shapes --variant swiftformer-xs --size 256\n"
+               "  npformer shapes --variant swiftformer-l3 --size 192 320\n"
                "  npformer shapes --weights efficientformer-l1.safetensors --all",
         formatter_class=fmt,
     )
     which = p.add_mutually_exclusive_group()
-    which.add_argument("--variant", choices=("l1", "l3", "l7"), default="l1", help="published variant (default l1)")
+    which.add_argument("--variant", choices=tuple(SHAPE_VARIANTS), default="l1", metavar="VARIANT",
+                       help="published variant: " + " ".join(SHAPE_VARIANTS) + " (default l1 = EfficientFormer-L1)")
     which.add_argument("--weights", metavar="PATH", help=f"use this checkpoint instead: {weights_help}")
-    p.add_argument("--size", type=_positive_int, default=224, help="input height and width in pixels (default 224)")
+    p.add_argument("--size", type=_positive_int, nargs="+", default=[224], metavar="PX",
+                   help="input side in pixels, or HEIGHT WIDTH (default 224)")
     p.add_argument("--batch", type=_positive_int, default=1, help="batch size (default 1)")
     p.add_argument("--all", action="store_true", help="print every traced sub-layer, not only stage-level outputs")
+    p.add_argument("--attention", choices=GENERATIONS,
+                   help="SwiftFormer attention generation (shapes do not depend on it; needed to read an "
+                        "original SwiftFormer checkpoint)")
     p.set_defaults(func=cmd_shapes)
 
     p = sub.add_parser(
-        "parity", help="max |npformer − transformers| on seeded weights (needs torch)",
-        description=_wrap("Compare npformer with transformers 4.40.2 on seeded weights and seeded pixels, for each "
-                    "variant, model class and batch size, in float32 and float64, and print the largest absolute "
-                    "differences of the logits, hidden states and attentions. Needs the oracle extra: "
-                    "pip install 'npformer[oracle]'."),
-        epilog="example:\n"
-               "  npformer parity --variants l1 --batch 1",
+        "parity", help="max |npformer − reference| on seeded weights (needs torch, transformers, timm)",
+        description=_wrap("Compare npformer with transformers 4.40.2 and timm on seeded weights and seeded pixels, "
+                          "for each variant, model class and batch size, in float32 and float64, and print the "
+                          "largest differences of the logits, hidden states and attentions. EfficientFormer: "
+                          "transformers (all three classes) and timm. SwiftFormer: transformers (attention v1) and "
+                          "timm (attention v2). Needs the oracle extra: pip install 'npformer[oracle]'."),
+        epilog="examples:\n"
+               "  npformer parity --variants l1 --batch 1                 # EfficientFormer-L1 and SwiftFormer-L1\n"
+               "  npformer parity --families swiftformer --references timm\n"
+               "  npformer parity --families efficientformer --variants l1 l3 --batch 1 4",
         formatter_class=fmt,
     )
-    p.add_argument("--variants", nargs="+", choices=("l1", "l3", "l7"), default=["l1", "l3", "l7"],
-                   metavar="VARIANT", help="any of l1 l3 l7 (default: all three)")
+    p.add_argument("--families", nargs="+", choices=FAMILY_NAMES, default=list(FAMILY_NAMES), metavar="FAMILY",
+                   help="efficientformer and/or swiftformer (default: both)")
+    p.add_argument("--variants", nargs="+", choices=PARITY_VARIANTS, metavar="VARIANT",
+                   help="variants within the chosen families: l1 l3 l7 (EfficientFormer), xs s l1 l3 "
+                        "(SwiftFormer); l1 and l3 select both families' unless --families narrows it "
+                        "(default: all)")
+    p.add_argument("--references", nargs="+", choices=REFERENCES, default=list(REFERENCES), metavar="REFERENCE",
+                   help="transformers and/or timm (default: both)")
     p.add_argument("--batch", nargs="+", type=_positive_int, default=[1, 4], metavar="B",
                    help="batch sizes (default: 1 4)")
     p.set_defaults(func=cmd_parity)

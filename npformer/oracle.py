@@ -44,8 +44,10 @@ def hf_model(config, weights: dict, num_heads: int, dtype=np.float32):
     if config.model_type == "swiftformer" and config.attention_generation != "v1":
         raise ValueError("transformers' SwiftFormer implements attention generation v1 only")
     config_cls = {"efficientformer": transformers.EfficientFormerConfig, "swiftformer": transformers.SwiftFormerConfig}
-    hf_config = config_cls[config.model_type](**config.to_dict())
-    hf_config.hidden_size = config.width  # EfficientFormer's WithTeacher sizes its heads with it (spec §6.1)
+    fields = {k: v for k, v in config.to_dict().items() if k != "attention_generation"}  # npformer's, not transformers'
+    hf_config = config_cls[config.model_type](**fields)
+    if config.model_type == "efficientformer":
+        hf_config.hidden_size = config.width  # WithTeacher sizes its heads with it (spec §6.1)
     model = getattr(transformers, ARCHITECTURE_FOR_HEADS[config.model_type][num_heads])(hf_config)
     # the bare backbone classes have no `efficientformer.` / `swiftformer.` prefix
     _load_into(model, config, weights, num_heads, "transformers", "" if num_heads else f"{config.model_type}.")

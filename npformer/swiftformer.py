@@ -32,8 +32,8 @@ from .config import SwiftFormerConfig
 from .layers import ACTIVATIONS, batch_norm, conv2d, gelu, l2_normalize, linear, relu, softmax
 from .losses import classification_loss
 from .outputs import BaseModelOutputWithNoAttention, ImageClassifierOutputWithNoAttention
-from .trace import no_trace
 from .modeling import PreTrainedModel, as_pixel_values, bn_schema, conv_schema, linear_schema
+from .trace import no_trace
 from .weights import Params
 
 # ---------------------------------------------------------------------------------------------
@@ -71,10 +71,11 @@ def weight_schema(cfg: SwiftFormerConfig, num_heads: int = 2) -> dict[str, tuple
             for linear_name in ("to_query", "to_key", "proj", "final"):
                 s |= linear_schema(f"{name}.attn.{linear_name}", c, c)
             s[f"{name}.attn.w_g"] = (c, 1)
+            hidden = cfg.mlp_ratio * c
             s |= bn_schema(f"{name}.linear.norm1", c)
-            s |= conv_schema(f"{name}.linear.fc1", cfg.mlp_ratio * c, c, 1) | conv_schema(f"{name}.linear.fc2", c, cfg.mlp_ratio * c, 1)
+            s |= conv_schema(f"{name}.linear.fc1", hidden, c, 1) | conv_schema(f"{name}.linear.fc2", c, hidden, 1)
             if cfg.use_layer_scale:
-                s |= {f"{name}.layer_scale_1.gamma": (c, 1, 1), f"{name}.layer_scale_2.gamma": (c, 1, 1)}
+                s |= {f"{name}.layer_scale_{i}.gamma": (c, 1, 1) for i in (1, 2)}
     if num_heads:
         s |= bn_schema("norm", cfg.width)
         if cfg.num_labels > 0:
