@@ -33,6 +33,10 @@ def seeded_tensor(name: str, shape: tuple, seed: int) -> np.ndarray:
         x = rng.uniform(0.5, 2.0, shape)
     elif leaf == "attention_biases":
         x = rng.normal(0.0, 1.0, shape)
+    elif parent == "layer_scale_1":
+        # SwiftFormer's attention branch: with v1 attention its global query is a plain sum of up
+        # to 3136 unit vectors, so scales ten times smaller keep the logits O(10), not O(50)
+        x = rng.uniform(0.01, 0.06, shape) * rng.choice([-1.0, 1.0], shape)
     elif leaf in ("gamma", "w_g") or leaf.startswith("layer_scale"):
         x = rng.uniform(0.1, 0.6, shape) * rng.choice([-1.0, 1.0], shape)
     elif leaf == "weight" and len(shape) == 1:  # BatchNorm / LayerNorm scale
