@@ -29,8 +29,8 @@ from .errors import InputError
 from .layers import ACTIVATIONS, batch_norm, conv2d, gather_attention_bias, layer_norm, linear, multi_head_attention
 from .layers import pool_mixer, relu
 from .losses import classification_loss
-from .outputs import BaseModelOutput, EfficientFormerForImageClassificationWithTeacherOutput, ImageClassifierOutput
 from .modeling import PreTrainedModel, as_pixel_values, bn_schema, conv_schema, linear_schema
+from .outputs import BaseModelOutput, EfficientFormerForImageClassificationWithTeacherOutput, ImageClassifierOutput
 from .trace import no_trace
 from .weights import Params
 
@@ -89,7 +89,7 @@ def weight_schema(cfg: EfficientFormerConfig, num_heads: int = 2) -> dict[str, t
 # blocks, in data-flow order
 
 
-def convbn_schema(x, p: Params, cfg, trace, conv, norm, stride, padding):  # [B, IC, H, W] -> [B, OC, OH, OW]
+def conv_bn(x, p: Params, cfg, trace, conv, norm, stride, padding):  # [B, IC, H, W] -> [B, OC, OH, OW]
     """A convolution named `conv` followed by the BatchNorm named `norm`."""
     x = trace(conv, conv2d(x, p[f"{conv}.weight"], p[f"{conv}.bias"], stride=stride, padding=padding))
     bn = p.scope(norm)
@@ -99,14 +99,14 @@ def convbn_schema(x, p: Params, cfg, trace, conv, norm, stride, padding):  # [B,
 
 def stem(x, p: Params, cfg, trace):  # [B, 3, H, W] -> [B, C0, H/4, W/4]
     """Two stride-2 3×3 convolutions, each with BatchNorm and ReLU."""
-    x = relu(convbn_schema(x, p, cfg, trace, "stem.conv1", "stem.norm1", 2, 1))  # [B, C0/2, H/2, W/2]
-    x = relu(convbn_schema(x, p, cfg, trace, "stem.conv2", "stem.norm2", 2, 1))  # [B, C0, H/4, W/4]
+    x = relu(conv_bn(x, p, cfg, trace, "stem.conv1", "stem.norm1", 2, 1))  # [B, C0/2, H/2, W/2]
+    x = relu(conv_bn(x, p, cfg, trace, "stem.conv2", "stem.norm2", 2, 1))  # [B, C0, H/4, W/4]
     return trace("stem", x)
 
 
 def downsample(x, p: Params, cfg, trace, name):  # [B, C, H, W] -> [B, C', H/2, W/2]
     """Embedding between stages: a strided 3×3 convolution and BatchNorm."""
-    x = convbn_schema(x, p, cfg, trace, f"{name}.conv", f"{name}.norm", cfg.downsample_stride, cfg.downsample_pad)
+    x = conv_bn(x, p, cfg, trace, f"{name}.conv", f"{name}.norm", cfg.downsample_stride, cfg.downsample_pad)
     return trace(name, x)
 
 
@@ -122,9 +122,9 @@ def layer_scale(x, p: Params, key, cfg, channel_axis):
 
 def mlp_4d(x, p: Params, cfg, trace, name):  # [B, C, H, W] -> [B, C, H, W]
     """1×1 conv (C→4C) → BN → GELU → 1×1 conv (4C→C) → BN."""
-    x = convbn_schema(x, p, cfg, trace, f"{name}.fc1", f"{name}.norm1", 1, 0)  # [B, 4C, H, W]
+    x = conv_bn(x, p, cfg, trace, f"{name}.fc1", f"{name}.norm1", 1, 0)  # [B, 4C, H, W]
     x = ACTIVATIONS[cfg.hidden_act](x)
-    x = convbn_schema(x, p, cfg, trace, f"{name}.fc2", f"{name}.norm2", 1, 0)  # [B, C, H, W]
+    x = conv_bn(x, p, cfg, trace, f"{name}.fc2", f"{name}.norm2", 1, 0)  # [B, C, H, W]
     return trace(name, x)
 
 

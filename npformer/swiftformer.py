@@ -31,8 +31,8 @@ import numpy as np
 from .config import SwiftFormerConfig
 from .layers import ACTIVATIONS, batch_norm, conv2d, gelu, l2_normalize, linear, relu, softmax
 from .losses import classification_loss
-from .outputs import BaseModelOutputWithNoAttention, ImageClassifierOutputWithNoAttention
 from .modeling import PreTrainedModel, as_pixel_values, bn_schema, conv_schema, linear_schema
+from .outputs import BaseModelOutputWithNoAttention, ImageClassifierOutputWithNoAttention
 from .trace import no_trace
 from .weights import Params
 
