@@ -30,8 +30,12 @@ from .errors import NpformerError
 
 # The weights `predict` uses without --weights. None until demo weights ship with the package;
 # then this becomes their path (e.g. Path(__file__).parent / "data" / "efficientformer-l1.safetensors").
-DEFAULT_WEIGHTS: Path | None = None
-NO_DEFAULT_WEIGHTS = "no --weights given and no demo weights shipped yet; see weights/README.md"
+# the demo weights trained on real data by weights/train_demo.py (a source checkout or an editable
+# install has them): what `npformer predict IMAGE` uses when no --weights is given
+DEMO_WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "efficientformer-digits.safetensors"
+DEFAULT_WEIGHTS: Path | None = DEMO_WEIGHTS if DEMO_WEIGHTS.is_file() else None
+NO_DEFAULT_WEIGHTS = (f"no --weights given and the demo weights ({DEMO_WEIGHTS}) are not there: "
+                      "install from a source checkout with `pip install -e .`, or pass --weights")
 
 ORACLE_MODULES = ("torch", "transformers", "timm")
 ORACLE_MISSING = "npformer parity needs the oracle extra (torch, transformers and timm; missing: {}): " \
@@ -125,30 +129,48 @@ SOURCE_RECIPES = {"timm": "timm", "original": "original"}
 TRANSFORMERS_RECIPES = {"efficientformer": "efficientformer-hf", "swiftformer": "swiftformer-hf"}
 
 
-def _processor_from_config(path: Path, family: str):
-    """(processor, description) from a preprocessor_config.json (or a directory holding one).
-
-    The class is the one the file names in `image_processor_type`, else the family's (as
+def _processor_class(named: str | None, family: str):
+    """The processor class a config names in `image_processor_type`, else the family's (as
     transformers' AutoImageProcessor decides): EfficientFormerImageProcessor, ViTImageProcessor."""
-    from .preprocess import PREPROCESSOR_CONFIG_NAME, EfficientFormerImageProcessor, ViTImageProcessor
+    from .preprocess import EfficientFormerImageProcessor, ViTImageProcessor
 
     classes = {cls.__name__: cls for cls in (EfficientFormerImageProcessor, ViTImageProcessor)}
+    return classes.get(named) or {"efficientformer": EfficientFormerImageProcessor, "swiftformer": ViTImageProcessor}[family]
+
+
+def _processor_from_config(path: Path, family: str):
+    """(processor, description) from a preprocessor_config.json (or a directory holding one)."""
+    from .preprocess import PREPROCESSOR_CONFIG_NAME
+
     file = path / PREPROCESSOR_CONFIG_NAME if path.is_dir() else path
     try:
         named = json.loads(file.read_text()).get("image_processor_type")
     except (OSError, UnicodeDecodeError, ValueError, AttributeError):  # from_pretrained says what is wrong
         named = None
-    cls = classes.get(named) or {"efficientformer": EfficientFormerImageProcessor, "swiftformer": ViTImageProcessor}[family]
+    cls = _processor_class(named, family)
     return cls.from_pretrained(file), f"{file} ({cls.__name__})"
 
 
-def make_processor(spec: str | None, weights: Path, family: str, source: str | None):
+def _processor_from_metadata(weights: Path, text: str, family: str):
+    """(processor, description) from a weight file's `preprocessor` metadata (a processor's to_dict())."""
+    from .errors import WeightFileError
+
+    try:
+        config = json.loads(text)
+        cls = _processor_class(config.get("image_processor_type"), family)
+    except (ValueError, AttributeError) as err:
+        raise WeightFileError(f"{weights}: metadata 'preprocessor' is not a JSON object ({err})") from None
+    return cls.from_dict(config), f"the weight file's own ({cls.__name__})"
+
+
+def make_processor(spec: str | None, weights: Path, family: str, metadata: dict):
     """(processor, description) for `predict`.
 
     `--processor` if given: a recipe name (npformer.preprocess.RECIPES), 'published' / 'default'
     (the family's transformers settings: published checkpoints' / code defaults), or a
     preprocessor_config.json file or a directory holding one. Without it: the weights directory's
-    preprocessor_config.json, else the recipe of the weights' source (metadata `source`):
+    preprocessor_config.json, else the weight file's own (metadata `preprocessor`, as the demo
+    weights carry), else the recipe of the weights' source (metadata `source`):
     transformers → the family's published transformers settings, timm → 'timm', original →
     'original', anything else (npformer, seeded) → the family's transformers settings."""
     from .preprocess import PREPROCESSOR_CONFIG_NAME, RECIPES, ViTImageProcessor, recipe
@@ -156,7 +178,9 @@ def make_processor(spec: str | None, weights: Path, family: str, source: str | N
     if spec is None:
         if weights.is_dir() and (weights / PREPROCESSOR_CONFIG_NAME).is_file():
             return _processor_from_config(weights / PREPROCESSOR_CONFIG_NAME, family)
-        spec = SOURCE_RECIPES.get(source, TRANSFORMERS_RECIPES[family])
+        if "preprocessor" in metadata:
+            return _processor_from_metadata(weights, metadata["preprocessor"], family)
+        spec = SOURCE_RECIPES.get(metadata.get("source"), TRANSFORMERS_RECIPES[family])
     if spec == "published":
         spec = TRANSFORMERS_RECIPES[family]
     if spec == "default":
@@ -187,7 +211,7 @@ def cmd_predict(args) -> int:
 
     weights = _weights_path(args)
     model, metadata = load_model(weights, np.dtype(args.dtype), args.attention)
-    processor, preprocessing = make_processor(args.processor, weights, model.family, metadata.get("source"))
+    processor, preprocessing = make_processor(args.processor, weights, model.family, metadata)
     arch = type(model).__name__
     if model.num_heads == 0 or model.config.num_labels == 0:
         raise CheckpointMismatchError(

@@ -16,6 +16,11 @@ requires) says what it is:
     converted       conversion date (ISO 8601, UTC)
     npformer_version
 
+and optionally, for weights npformer trained itself (the demo weights):
+
+    preprocessor    the image processor's settings (its to_dict(), JSON); `predict` uses them
+    dataset, split, heldout_accuracy_pytorch, training    where the weights came from
+
 The expected key set and shapes for a config come from the model module (`weight_schema`); the
 check here reports every missing key, unexpected key, shape and dtype mismatch by name.
 """

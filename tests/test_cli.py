@@ -198,11 +198,11 @@ def test_predict_shows_the_config_names(capsys, tmp_path):
     assert_matches(parse_predict(out)[0][1], expected_top(weights, CATS, 5), names=names)
 
 
-def test_predict_needs_weights_until_demo_weights_ship(capsys, monkeypatch, npformer_file):
+def test_predict_without_weights_uses_the_default_and_says_when_there_is_none(capsys, monkeypatch, npformer_file):
+    monkeypatch.setattr(cli, "DEFAULT_WEIGHTS", None)  # e.g. a wheel install, without weights/
     code, out, err = run(capsys, "predict", CATS)
-    assert one_line_error(code, out, err, 2) == (
-        "npformer: error: no --weights given and no demo weights shipped yet; see weights/README.md\n")
-    monkeypatch.setattr(cli, "DEFAULT_WEIGHTS", npformer_file)  # shipping demo weights = this constant
+    assert one_line_error(code, out, err, 2) == f"npformer: error: {cli.NO_DEFAULT_WEIGHTS}\n"
+    monkeypatch.setattr(cli, "DEFAULT_WEIGHTS", npformer_file)
     code, out, _ = run(capsys, "predict", CATS)
     assert code == 0
     assert_matches(parse_predict(out)[0][1], expected_top(npformer_file, CATS, 5))
