@@ -1,4 +1,4 @@
-"""The `npformer` command line: predict, convert, shapes, parity, for EfficientFormer and SwiftFormer.
+"""The `npformer` command line: predict, convert, shapes, parity, trace, compare, for EfficientFormer and SwiftFormer.
 
     npformer predict cat.png --weights efficientformer-l1.safetensors
     npformer predict cat.png --weights ./swiftformer-xs/               # a transformers directory
@@ -6,6 +6,8 @@
     npformer convert SwiftFormer_XS.pth swiftformer-xs.safetensors --attention v1
     npformer shapes --variant swiftformer-xs --size 256
     npformer parity --families swiftformer --variants xs --batch 1
+    npformer trace cat.png golden.safetensors --dtype float64
+    npformer compare port.safetensors golden.safetensors --atol 1e-5
 
 `main(argv)` returns the exit status. Expected errors (every `NpformerError`) print one line,
 `npformer: error: <message>`, to stderr and exit with the error's `exit_code`; usage errors
@@ -485,6 +487,80 @@ def cmd_parity(args) -> int:
 
 
 # ---------------------------------------------------------------------------------------------
+# trace, compare (golden-value fixtures, see npformer.oracle_tools)
+
+
+def _load_pixels(args, model, weights: Path, metadata: dict) -> tuple[np.ndarray, str]:
+    """(pixel values [B, C, H, W], description) from a .npy file or an image preprocessed as `predict` does."""
+    from .errors import InputError
+
+    source = Path(args.input)
+    if source.suffix.lower() == ".npy":
+        try:
+            pixels = np.load(source, allow_pickle=False)
+        except (OSError, ValueError) as err:
+            raise InputError(f"{source}: cannot read as a .npy array ({_one_line(err)})") from None
+        if pixels.ndim != 4 or not np.issubdtype(pixels.dtype, np.floating):
+            raise InputError(f"{source}: expected NCHW float pixel values [B, C, H, W], "
+                             f"got shape {_shape(pixels.shape)} dtype {pixels.dtype}")
+        return pixels, "pixel values from .npy"
+    processor, preprocessing = make_processor(args.processor, weights, model.family, metadata)
+    return processor(source)["pixel_values"], f"preprocessing: {preprocessing}"
+
+
+def cmd_trace(args) -> int:
+    from .oracle_tools import trace_to_fixture
+
+    weights = _weights_path(args)
+    model, metadata = load_model(weights, np.dtype(args.dtype), args.attention)
+    pixels, how = _load_pixels(args, model, weights, metadata)
+    meta = trace_to_fixture(model, pixels, args.out, weights_name=str(weights))
+    count = len(json.loads(meta["names"]))
+    size = Path(args.out).stat().st_size
+    print(f"{args.input}  ({type(model).__name__}, {args.dtype}, input {_shape(pixels.shape)}, {how})")
+    print(f"wrote {args.out}: {count + 1} tensors (input + {count} activations), {size:,} bytes "
+          f"({size / 2**20:.1f} MiB)")
+    return 0
+
+
+def _g(value) -> str:
+    return "-" if value is None else f"{value:.3g}"
+
+
+def cmd_compare(args) -> int:
+    from .oracle_tools import compare_fixtures
+
+    result = compare_fixtures(args.a, args.b, atol=args.atol, rtol=args.rtol)
+    print(f"A {args.a}  vs  B {args.b}  (atol {args.atol:g}, rtol {args.rtol:g}; rel to |B|)")
+    if not result.rows:
+        print("no tensor names in common")
+        return 1
+    first = result.first_failure
+    shown = result.rows if args.all or first is None else result.rows[: result.rows.index(first) + 1]
+    table = [("name", "shape", "max abs", "max rel", "")]
+    for row in shown:
+        shape = _shape(row.shape_a) if not row.shape_mismatch else f"{_shape(row.shape_a)} vs {_shape(row.shape_b)}"
+        table.append((row.name, shape, _g(row.max_abs), _g(row.max_rel), "OK" if row.ok else "NOT OK"))
+    print("\n".join(_table(table, "<<>><", indent="  ")))
+    n = len(result.rows)
+    if len(shown) < n:
+        print(f"  ... {len(shown)} of {n} tensors shown (up to the first beyond tolerance); --all shows every row, "
+              f"{sum(not r.ok for r in result.rows)} of {n} are beyond tolerance")
+    for label, names in (("only in A", result.only_in_a), ("only in B", result.only_in_b)):
+        if names:
+            more = f" ... (+{len(names) - 5} more)" if len(names) > 5 else ""
+            print(f"{label} ({len(names)}): " + ", ".join(names[:5]) + more)
+    if first is None:
+        print(f"all {n} tensors within tolerance")
+        return 0
+    if first.shape_mismatch:
+        print(f"first tensor beyond tolerance: {first.name} (shape {_shape(first.shape_a)} vs {_shape(first.shape_b)})")
+    else:
+        print(f"first tensor beyond tolerance: {first.name} (max abs {_g(first.max_abs)}, max rel {_g(first.max_rel)})")
+    return 1
+
+
+# ---------------------------------------------------------------------------------------------
 # the parser
 
 
@@ -642,6 +718,50 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", nargs="+", type=_positive_int, default=[1, 4], metavar="B",
                    help="batch sizes (default: 1 4)")
     p.set_defaults(func=cmd_parity)
+
+    p = sub.add_parser(
+        "trace", help="write a golden-value fixture: the input and every activation of a forward pass",
+        description=_wrap("Run a model on one input and write a trace fixture: a safetensors file holding the input "
+                          "(`input`) and every traced activation under its name (stem.conv1, "
+                          "stages.0.blocks.0.mlp.fc1, ..., logits) in the model's dtype, with the forward order, "
+                          "model class, config, weights, dtype and npformer version in its metadata. A port to "
+                          "another framework writes the same names and `npformer compare` finds the first layer "
+                          "where it diverges.\n\n"
+                          "INPUT: an image (preprocessed as `predict` does) or a .npy file of NCHW pixel values."),
+        epilog="examples:\n"
+               "  npformer trace tests/fixtures/digits/digit_3_705.png golden.safetensors\n"
+               "  npformer trace pixels.npy golden64.safetensors --weights l1.safetensors --dtype float64\n"
+               "  npformer compare port.safetensors golden.safetensors",
+        formatter_class=fmt,
+    )
+    p.add_argument("input", metavar="IMAGE_OR_NPY", help="an image file, or a .npy file of [B, C, H, W] pixel values")
+    p.add_argument("out", metavar="OUT", help="the .safetensors fixture to write (overwritten if it exists)")
+    p.add_argument("--weights", metavar="PATH", help=f"the checkpoint: {weights_help} (default: the demo weights)")
+    p.add_argument("--dtype", choices=("float32", "float64"), default="float32",
+                   help="compute dtype of the forward pass and of the tensors written (default float32)")
+    p.add_argument("--processor", metavar="RECIPE_OR_PATH", help="preprocessing of an image, as for predict")
+    p.add_argument("--attention", choices=GENERATIONS, help=attention_help)
+    p.set_defaults(func=cmd_trace)
+
+    p = sub.add_parser(
+        "compare", help="compare two trace fixtures tensor by tensor; find the first beyond tolerance",
+        description=_wrap("Compare trace fixture A with B (the reference) tensor by tensor in A's forward order: "
+                          "shape, max |A−B|, max |A−B| / |B| and whether |A−B| <= atol + rtol·|B| everywhere "
+                          "(np.allclose's test). Prints the rows up to the first tensor beyond tolerance (all "
+                          "rows with --all) and that tensor's name. Exit status 0 when every common tensor is "
+                          "within tolerance, 1 otherwise, 4 for an unreadable file or one that is not a trace "
+                          "fixture."),
+        epilog="examples:\n"
+               "  npformer compare port.safetensors golden.safetensors\n"
+               "  npformer compare a.safetensors b.safetensors --atol 1e-6 --rtol 1e-5 --all",
+        formatter_class=fmt,
+    )
+    p.add_argument("a", metavar="A", help="a trace fixture (e.g. the port's)")
+    p.add_argument("b", metavar="B", help="the reference trace fixture (e.g. npformer's)")
+    p.add_argument("--atol", type=float, default=1e-4, help="absolute tolerance (default 1e-4)")
+    p.add_argument("--rtol", type=float, default=1e-4, help="relative tolerance (default 1e-4)")
+    p.add_argument("--all", action="store_true", help="print every row, not only those up to the first failure")
+    p.set_defaults(func=cmd_compare)
     return parser
 
 
