@@ -558,6 +558,23 @@ class _HFImageProcessor:
     model_input_names = ["pixel_values"]
     strict: bool
 
+    def _set_rescale_normalize(self, do_rescale, rescale_factor, do_normalize, image_mean, image_std,
+                               default_mean, default_std) -> None:
+        """Validate and store the rescale / normalize settings both HF classes share."""
+        self.do_rescale = _bool(do_rescale, "do_rescale")
+        self.rescale_factor = _real(rescale_factor, "rescale_factor")
+        self.do_normalize = _bool(do_normalize, "do_normalize")
+        self.image_mean = _mean_std(image_mean if image_mean is not None else default_mean, "image_mean")
+        self.image_std = _mean_std(image_std if image_std is not None else default_std, "image_std", nonzero=True)
+
+    def _rescale_and_normalize(self, array: np.ndarray) -> np.ndarray:
+        """[h, w, 3] uint8 -> [h, w, 3] float32: the last two steps of both HF pipelines."""
+        if self.do_rescale:
+            array = rescale(array, self.rescale_factor)  # -> float32
+        if self.do_normalize:
+            array = normalize(array, self.image_mean, self.image_std)  # -> float32
+        return array.astype(np.float32, copy=False)
+
     # ---- constructors -------------------------------------------------------------------------
 
     @classmethod
@@ -701,13 +718,8 @@ class EfficientFormerImageProcessor(_HFImageProcessor):
         self.resample = _resample(resample)
         self.do_center_crop = _bool(do_center_crop, "do_center_crop")
         self.crop_size = _crop_dict(crop_size if crop_size is not None else {"height": 224, "width": 224}, strict)
-        self.do_rescale = _bool(do_rescale, "do_rescale")
-        self.rescale_factor = _real(rescale_factor, "rescale_factor")
-        self.do_normalize = _bool(do_normalize, "do_normalize")
-        self.image_mean = _mean_std(image_mean if image_mean is not None else IMAGENET_DEFAULT_MEAN, "image_mean")
-        self.image_std = _mean_std(
-            image_std if image_std is not None else IMAGENET_DEFAULT_STD, "image_std", nonzero=True
-        )
+        self._set_rescale_normalize(do_rescale, rescale_factor, do_normalize, image_mean, image_std,
+                                    IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD)
         self.strict = strict
 
     @classmethod
@@ -765,11 +777,7 @@ class EfficientFormerImageProcessor(_HFImageProcessor):
                 array = resize(array, self.size["height"], self.size["width"], self.resample)  # -> [h, w, 3] uint8
         if self.do_center_crop:
             array = center_crop(array, self.crop_size["height"], self.crop_size["width"])  # -> [ch, cw, 3] uint8
-        if self.do_rescale:
-            array = rescale(array, self.rescale_factor)  # -> float32
-        if self.do_normalize:
-            array = normalize(array, self.image_mean, self.image_std)  # -> float32
-        return array.astype(np.float32, copy=False)
+        return self._rescale_and_normalize(array)
 
 
 class ViTImageProcessor(_HFImageProcessor):
@@ -815,13 +823,8 @@ class ViTImageProcessor(_HFImageProcessor):
         self.do_resize = _bool(do_resize, "do_resize")
         self.size = _height_width_dict(size if size is not None else {"height": 224, "width": 224}, "size")
         self.resample = _resample(resample)
-        self.do_rescale = _bool(do_rescale, "do_rescale")
-        self.rescale_factor = _real(rescale_factor, "rescale_factor")
-        self.do_normalize = _bool(do_normalize, "do_normalize")
-        self.image_mean = _mean_std(image_mean if image_mean is not None else IMAGENET_STANDARD_MEAN, "image_mean")
-        self.image_std = _mean_std(
-            image_std if image_std is not None else IMAGENET_STANDARD_STD, "image_std", nonzero=True
-        )
+        self._set_rescale_normalize(do_rescale, rescale_factor, do_normalize, image_mean, image_std,
+                                    IMAGENET_STANDARD_MEAN, IMAGENET_STANDARD_STD)
         self.strict = strict
 
     @classmethod
@@ -858,11 +861,7 @@ class ViTImageProcessor(_HFImageProcessor):
         array = _as_rgb_array(image)  # [H, W, 3] uint8
         if self.do_resize:
             array = resize(array, self.size["height"], self.size["width"], self.resample)  # -> [h, w, 3] uint8
-        if self.do_rescale:
-            array = rescale(array, self.rescale_factor)  # -> float32
-        if self.do_normalize:
-            array = normalize(array, self.image_mean, self.image_std)  # -> float32
-        return array.astype(np.float32, copy=False)
+        return self._rescale_and_normalize(array)
 
 
 # --------------------------------------------------------------------------------------------------
