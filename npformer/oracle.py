@@ -119,11 +119,6 @@ def timm_model(config, weights: dict, dtype=np.float32):
     return _finish(model, dtype), filter_fn
 
 
-def timm_efficientformer(config, weights: dict, dtype=np.float32):
-    """timm's EfficientFormer holding `weights`, and its checkpoint_filter_fn (see `timm_model`)."""
-    return timm_model(config, weights, dtype)
-
-
 def timm_forward(model, pixel_values: np.ndarray, stage_names) -> dict:
     """Run a timm model; `logits` and, as `hidden_states`, the outputs of the named modules
     (recorded with forward hooks), all as NumPy."""

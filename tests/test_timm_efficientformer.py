@@ -113,7 +113,7 @@ def test_the_timm_and_transformers_goldens_differ_by_the_eps_alone(variant):
 def timm_models():
     """timm_models(variant, dtype) -> timm's model holding the seeded weights (built once per module)."""
     pytest.importorskip("torch")
-    from npformer.oracle import import_timm, timm_efficientformer
+    from npformer.oracle import import_timm, timm_model
 
     try:
         import_timm()  # not importorskip: timm needs oracle.import_timm's torchvision workaround here
@@ -126,7 +126,7 @@ def timm_models():
         key = (variant, np.dtype(dtype).name)
         if key not in cache:
             cfg = timm_config(variant)
-            cache[key] = timm_efficientformer(cfg, seeded_weights(cfg, num_heads=2, seed=0), dtype)[0]
+            cache[key] = timm_model(cfg, seeded_weights(cfg, num_heads=2, seed=0), dtype)[0]
         return cache[key]
 
     yield get
