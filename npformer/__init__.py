@@ -30,7 +30,7 @@ def architectures() -> dict:
     return {**efficientformer.ARCHITECTURES, **swiftformer.ARCHITECTURES}
 
 
-def from_pretrained(path, dtype=np.float32, attention_generation=None):
+def from_pretrained(path, dtype=np.float32, attention_generation=None, fuse=False):
     """The model a checkpoint holds, with the class its heads call for.
 
     `path`: an npformer weight file, a transformers model directory (config.json +
@@ -38,11 +38,13 @@ def from_pretrained(path, dtype=np.float32, attention_generation=None):
     `dtype`: np.float32 (default) or np.float64 (every intermediate in float64).
     `attention_generation`: SwiftFormer only, "v1" or "v2"; needed for original checkpoints,
     which do not say which attention they were trained with (see npformer.convert).
+    `fuse`: fold each BatchNorm into its convolution (the fast path; see `PreTrainedModel.fuse`).
     """
     from .convert import load_any
 
     config, tensors, metadata = load_any(path, attention_generation)
-    return architectures()[metadata["architecture"]](config, tensors, dtype=dtype)
+    model = architectures()[metadata["architecture"]](config, tensors, dtype=dtype)
+    return model.fuse() if fuse else model
 
 
 __all__ = [

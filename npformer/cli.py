@@ -213,6 +213,7 @@ def cmd_predict(args) -> int:
 
     weights = _weights_path(args)
     model, metadata = load_model(weights, np.dtype(args.dtype), args.attention)
+    model = model.fuse()  # the fast path: BatchNorms folded into their convolutions
     processor, preprocessing = make_processor(args.processor, weights, model.family, metadata)
     arch = type(model).__name__
     if model.num_heads == 0 or model.config.num_labels == 0:

@@ -26,6 +26,7 @@ import numpy as np
 
 from .config import EfficientFormerConfig
 from .errors import InputError
+from .fuse import AFTER, is_folded
 from .layers import ACTIVATIONS, batch_norm, conv2d, gather_attention_bias, layer_norm, linear, multi_head_attention
 from .layers import pool_mixer, relu
 from .losses import classification_loss
@@ -85,13 +86,28 @@ def weight_schema(cfg: EfficientFormerConfig, num_heads: int = 2) -> dict[str, t
     return s
 
 
+def batch_norm_folds(cfg: EfficientFormerConfig) -> list[tuple[str, str, str]]:
+    """(conv, norm, where) of every BatchNorm that `model.fuse()` folds: all of them, each after its conv."""
+    folds = [("stem.conv1", "stem.norm1", AFTER), ("stem.conv2", "stem.norm2", AFTER)]
+    for stage in range(4):
+        if stage > 0 and cfg.has_downsample(stage):
+            folds.append((f"stages.{stage}.downsample.conv", f"stages.{stage}.downsample.norm", AFTER))
+        for kind, name in block_names(cfg, stage):
+            if kind == "meta4d":
+                folds += [(f"{name}.mlp.fc1", f"{name}.mlp.norm1", AFTER), (f"{name}.mlp.fc2", f"{name}.mlp.norm2", AFTER)]
+    return folds
+
+
 # ---------------------------------------------------------------------------------------------
 # blocks, in data-flow order
 
 
 def conv_bn(x, p: Params, cfg, trace, conv, norm, stride, padding):  # [B, IC, H, W] -> [B, OC, OH, OW]
     """A convolution named `conv` followed by the BatchNorm named `norm`."""
-    x = trace(conv, conv2d(x, p[f"{conv}.weight"], p[f"{conv}.bias"], stride=stride, padding=padding))
+    x = conv2d(x, p[f"{conv}.weight"], p[f"{conv}.bias"], stride=stride, padding=padding)
+    if is_folded(p, norm):  # a fused model: the BatchNorm is already inside the convolution
+        return trace(norm, x)
+    x = trace(conv, x)
     bn = p.scope(norm)
     x = batch_norm(x, bn["running_mean"], bn["running_var"], bn["weight"], bn["bias"], cfg.batch_norm_eps)
     return trace(norm, x)
@@ -215,6 +231,7 @@ class EfficientFormerPreTrainedModel(PreTrainedModel):
 
     family = "efficientformer"
     weight_schema = staticmethod(weight_schema)
+    batch_norm_folds = staticmethod(batch_norm_folds)
 
     def _features(self, pixel_values, output_hidden_states, output_attentions, trace):
         x = check_pixel_values(pixel_values, self.config, self.dtype)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from .erf import gelu, gelu_tanh
+from .parallel import map_channel_blocks
 
 
 # ---------------------------------------------------------------------------------------------
@@ -39,8 +40,8 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, groups=1):  # [B, IC, H, W
     if KH == KW == 1 and stride == 1 and padding == 0 and groups == 1:
         out = np.matmul(weight.reshape(OC, IC), x.reshape(B, IC, H * W))  # [B, OC, N]
         out = out.reshape(B, OC, H, W)
-    elif groups == IC == OC and ICg == 1:
-        out = _depthwise_conv2d(x, weight, stride, padding)
+    elif groups == IC == OC and ICg == 1:  # channels are independent: blocks of them in parallel
+        out = map_channel_blocks(lambda xc, wc: _depthwise_conv2d(xc, wc, stride, padding), x, weight)
     else:
         out = _grouped_conv2d(x, weight, stride, padding, groups)
     if bias is not None:
@@ -168,15 +169,34 @@ def avg_pool2d(x, kernel_size=3):  # [B, C, H, W] -> [B, C, H, W]
     """Stride-1 average pooling with padding k//2 and count_include_pad=False.
 
     Each output is the mean of the *valid* pixels under the window: at a corner of a 3×3 window
-    that is 4 pixels, on an edge 6, inside 9. Computed as a sum of k² shifted copies divided by
-    the per-position count of valid pixels.
+    that is 4 pixels, on an edge 6, inside 9. The k×k window sum is separable: sum k shifted
+    copies along W, then k along H (2(k−1) additions instead of k²−1), of the zero-padded input;
+    it is then divided by the per-position count of valid pixels, itself a product of 1-D counts.
     """
-    H, W = x.shape[2:]
-    pad = kernel_size // 2
-    total = sum(_shifted_windows(x, kernel_size, kernel_size, 1, pad))
-    ones = np.ones((1, 1, H, W), dtype=x.dtype)
-    count = sum(_shifted_windows(ones, kernel_size, kernel_size, 1, pad))  # [1, 1, H, W]: 4, 6 or 9
-    return total / count
+    B, C, H, W = x.shape
+    k, pad = kernel_size, kernel_size // 2
+    xp = np.zeros((B, C, H + 2 * pad, W + 2 * pad), dtype=x.dtype)
+    xp[:, :, pad : pad + H, pad : pad + W] = x
+    rows = _window_sum(xp, k, axis=3)  # [B, C, H + 2p, W]
+    total = _window_sum(rows, k, axis=2)  # [B, C, H, W]
+    total /= _valid_count(H, k, x.dtype)[:, None] * _valid_count(W, k, x.dtype)[None, :]  # 4, 6 or 9 for k = 3
+    return total
+
+
+def _window_sum(x, k, axis):  # [..., L + k − 1 along axis] -> [..., L]
+    """Sum of k consecutive entries along `axis` (a 1-D box filter, no padding)."""
+    n = x.shape[axis] - k + 1
+    take = lambda i: x[(slice(None),) * axis + (slice(i, i + n),)]  # noqa: E731
+    out = take(0) + take(1) if k > 1 else take(0).copy()
+    for i in range(2, k):
+        out += take(i)
+    return out
+
+
+def _valid_count(length, k, dtype):  # -> [length]
+    """How many of the k window positions centred on each index fall inside 0 .. length − 1."""
+    i, pad = np.arange(length), k // 2
+    return (np.minimum(i + pad, length - 1) - np.maximum(i - pad, 0) + 1).astype(dtype)
 
 
 def avg_pool2d_naive(x, kernel_size=3):  # [B, C, H, W] -> [B, C, H, W]
@@ -194,8 +214,15 @@ def avg_pool2d_naive(x, kernel_size=3):  # [B, C, H, W] -> [B, C, H, W]
 
 
 def pool_mixer(x, kernel_size=3):  # [B, C, H, W] -> [B, C, H, W]
-    """EfficientFormer's pooling token mixer: avgpool(x) − x (the block adds x back)."""
-    return avg_pool2d(x, kernel_size) - x
+    """EfficientFormer's pooling token mixer: avgpool(x) − x (the block adds x back).
+    Channels are independent, so blocks of them run in parallel (npformer.parallel)."""
+
+    def mix(xc):
+        mixed = avg_pool2d(xc, kernel_size)
+        mixed -= xc
+        return mixed
+
+    return map_channel_blocks(mix, x)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -3,6 +3,8 @@ saving, the pixel-value check, and the small helpers the weight schemas are writ
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 
 from .errors import InputError
@@ -46,9 +48,14 @@ class PreTrainedModel:
 
     family = ""
     num_heads = 0
+    fused = False  # True once BatchNorms are folded into convolutions (`fuse`)
 
     @staticmethod
     def weight_schema(config, num_heads):
+        raise NotImplementedError
+
+    @staticmethod
+    def batch_norm_folds(config):  # -> [(conv, norm, "after" | "before")], see fuse.py
         raise NotImplementedError
 
     def __init__(self, config, weights: dict | None = None, dtype=np.float32):
@@ -66,10 +73,28 @@ class PreTrainedModel:
             v.flags.writeable = False  # a forward can never change the model
         self.params = Params(self.weights)
 
+    def fuse(self):
+        """This model with each BatchNorm folded into its convolution: one pass over each feature map
+        fewer, the same outputs to float32 rounding (see fuse.py). The fast path; an oracle trace
+        of the unfused model has more entries (each convolution before its BatchNorm)."""
+        from .fuse import fold_batch_norms
+
+        if self.fused:
+            return self
+        model = copy.copy(self)
+        folds = self.batch_norm_folds(self.config)
+        model.weights = fold_batch_norms(self.weights, folds, self.config.batch_norm_eps, self.dtype)
+        for v in model.weights.values():
+            v.flags.writeable = False
+        model.params = Params(model.weights)
+        model.fused = True
+        return model
+
     @classmethod
-    def from_pretrained(cls, path, dtype=np.float32, attention_generation=None):
+    def from_pretrained(cls, path, dtype=np.float32, attention_generation=None, fuse=False):
         """Load an npformer weight file, a transformers model directory or an original / timm
-        checkpoint into this class (dropping heads it does not use, as transformers does)."""
+        checkpoint into this class (dropping heads it does not use, as transformers does);
+        `fuse=True` gives the fused fast path (`fuse`)."""
         from .convert import load_any
 
         config, tensors, _ = load_any(path, attention_generation=attention_generation)
@@ -77,10 +102,13 @@ class PreTrainedModel:
             raise InputError(f"{path} holds a {config.model_type} model; {cls.__name__} is a {cls.family}")
         # what the two-head classifier has beyond this class (heads; SwiftFormer's head norm) is dropped
         unused = set(cls.weight_schema(config, 2)) - set(cls.weight_schema(config, cls.num_heads))
-        return cls(config, {k: v for k, v in tensors.items() if k not in unused}, dtype=dtype)
+        model = cls(config, {k: v for k, v in tensors.items() if k not in unused}, dtype=dtype)
+        return model.fuse() if fuse else model
 
     def save_pretrained(self, path, source="npformer", checkpoint="") -> None:
         """Write an npformer weight file (float32)."""
+        if self.fused:
+            raise InputError("a fused model has no BatchNorm weights to save: save the model before .fuse()")
         from .weights import make_metadata, save_weights
 
         meta = make_metadata(self.family, type(self).__name__, self.config.to_dict(), source, checkpoint)

@@ -59,11 +59,13 @@ def seeded_pixels(batch: int, size: int = 224, seed: int = 1) -> np.ndarray:
     return np.random.default_rng(seed).standard_normal((batch, 3, size, size)).astype(np.float32)
 
 
-def npformer_outputs(cfg, weights, num_heads, pixels, dtype, reference="transformers") -> dict:
-    """npformer's outputs as a dict; against timm, `hidden_states` are the TIMM_STAGES outputs."""
+def npformer_outputs(cfg, weights, num_heads, pixels, dtype, reference="transformers", fuse=False) -> dict:
+    """npformer's outputs as a dict; against timm, `hidden_states` are the TIMM_STAGES outputs.
+    `fuse`: run the fused fast path (BatchNorms folded into convolutions)."""
     from . import architectures
 
     model = architectures()[ARCHITECTURE_FOR_HEADS[cfg.model_type][num_heads]](cfg, weights, dtype=dtype)
+    model = model.fuse() if fuse else model
     trace = Trace(TIMM_STAGES)
     kwargs = {"output_attentions": True} if cfg.model_type == "efficientformer" else {}
     out = model(pixels, output_hidden_states=True, trace=trace, **kwargs)
@@ -113,11 +115,13 @@ def max_diffs(ours: dict, ref: dict, family: str, num_heads: int) -> dict:
     return diffs
 
 
-def compare(family: str, variant: str, reference: str, num_heads: int, batch: int, dtype, seed: int = 0) -> dict:
+def compare(family: str, variant: str, reference: str, num_heads: int, batch: int, dtype, seed: int = 0,
+            fused: bool = False) -> dict:
+    """max_diffs of npformer (`fused`: its fast path) against the reference, on seeded weights and pixels."""
     cfg = reference_config(family, variant, reference)
     weights = seeded_weights(cfg, num_heads=num_heads, seed=seed)
     pixels = seeded_pixels(batch)
-    ours = npformer_outputs(cfg, weights, num_heads, pixels, dtype, reference)
+    ours = npformer_outputs(cfg, weights, num_heads, pixels, dtype, reference, fuse=fused)
     ref = reference_outputs(cfg, weights, num_heads, pixels, dtype, reference)
     return max_diffs(ours, ref, family, num_heads)
 
@@ -130,7 +134,7 @@ def _class_name(family, num_heads):
 
 def parity_table(families=("efficientformer", "swiftformer"), variants=None, references=("transformers", "timm"),
                  batches=(1, 4), printer=print) -> list[dict]:
-    """Print and return one row per case and batch: float32 and float64 max diffs."""
+    """Print and return one row per case and batch: float32 and float64 max diffs, and float32 of the fused fast path."""
     import torch
     import transformers
 
@@ -144,7 +148,7 @@ def parity_table(families=("efficientformer", "swiftformer"), variants=None, ref
             "backbone's output): the same divided by max(1, max |reference|)")
     head = f"{'model':18} {'reference':17} {'class':22} {'batch':>5}"
     printer(f"{head} | {'f32 output':>10} {'f32 hidden':>10} {'f32 attn':>10} | "
-            f"{'f64 output':>10} {'f64 hidden':>10} {'f64 attn':>10}")
+            f"{'f64 output':>10} {'f64 hidden':>10} {'f64 attn':>10} | {'fused f32':>10}")
     rows = []
     for family, variant, reference, num_heads in CASES:
         if family not in families or reference not in references or (variants and variant not in variants):
@@ -152,13 +156,15 @@ def parity_table(families=("efficientformer", "swiftformer"), variants=None, ref
         for batch in batches:
             r32 = compare(family, variant, reference, num_heads, batch, np.float32)
             r64 = compare(family, variant, reference, num_heads, batch, np.float64)
+            r32f = compare(family, variant, reference, num_heads, batch, np.float32, fused=True)
             model = f"{DISPLAY[family]}-{variant.upper()}"
             ref = reference if family == "efficientformer" else f"{reference} ({'v1' if reference == 'transformers' else 'v2'})"
             rows.append(dict(model=model, reference=ref, cls=_class_name(family, num_heads), batch=batch,
-                             float32=r32, float64=r64))
+                             float32=r32, float64=r64, fused_float32=r32f))
             cells = lambda r: " ".join(f"{r[k]:10.2e}" if k in r else f"{'—':>10}"  # noqa: E731
                                        for k in ("output", "hidden_states", "attentions"))
-            printer(f"{model:18} {ref:17} {_class_name(family, num_heads):22} {batch:5d} | {cells(r32)} | {cells(r64)}")
+            printer(f"{model:18} {ref:17} {_class_name(family, num_heads):22} {batch:5d} | {cells(r32)} | {cells(r64)} | "
+                    f"{max(r32f.values()):10.2e}")
     return rows
 
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 import numpy as np
 
 from .config import SwiftFormerConfig
+from .fuse import AFTER, BEFORE, is_folded
 from .layers import ACTIVATIONS, batch_norm, conv2d, gelu, l2_normalize, linear, relu, softmax
 from .losses import classification_loss
 from .modeling import PreTrainedModel, as_pixel_values, bn_schema, conv_schema, linear_schema
@@ -83,6 +84,21 @@ def weight_schema(cfg: SwiftFormerConfig, num_heads: int = 2) -> dict[str, tuple
     return s
 
 
+def batch_norm_folds(cfg: SwiftFormerConfig) -> list[tuple[str, str, str]]:
+    """(conv, norm, where) of every BatchNorm `model.fuse()` folds: all but the classifier's `norm`,
+    which is next to no convolution (it works on the last 7×7 map and costs next to nothing)."""
+    folds = [("stem.0", "stem.1", AFTER), ("stem.3", "stem.4", AFTER)]
+    for stage in range(4):
+        if stage > 0 and cfg.has_downsample(stage):
+            folds.append((f"stages.{stage}.downsample.proj", f"stages.{stage}.downsample.norm", AFTER))
+        for kind, name in block_names(cfg, stage):
+            local = name if kind == "conv_encoder" else f"{name}.local_representation"
+            folds.append((f"{local}.dwconv", f"{local}.norm", AFTER))
+            if kind == "encoder":
+                folds.append((f"{name}.linear.fc1", f"{name}.linear.norm1", BEFORE))
+    return folds
+
+
 # ---------------------------------------------------------------------------------------------
 # blocks, in data-flow order
 
@@ -92,21 +108,31 @@ def conv(x, p: Params, name, trace, stride=1, padding=0, groups=1):  # [B, IC, H
 
 
 def bn(x, p: Params, name, cfg, trace):  # [B, C, H, W] -> [B, C, H, W]
+    if is_folded(p, name):  # a fused model: this BatchNorm is inside the next convolution
+        return x
     q = p.scope(name)
     return trace(name, batch_norm(x, q["running_mean"], q["running_var"], q["weight"], q["bias"], cfg.batch_norm_eps))
 
 
+def conv_bn(x, p: Params, cfg, trace, conv_name, norm, stride=1, padding=0, groups=1):  # [B, IC, H, W] -> [B, OC, OH, OW]
+    """A convolution followed by a BatchNorm (one convolution in a fused model, see fuse.py)."""
+    y = conv2d(x, p[f"{conv_name}.weight"], p[f"{conv_name}.bias"], stride=stride, padding=padding, groups=groups)
+    if is_folded(p, norm):
+        return trace(norm, y)
+    return bn(trace(conv_name, y), p, norm, cfg, trace)
+
+
 def stem(x, p: Params, cfg, trace):  # [B, 3, H, W] -> [B, C0, H/4, W/4]
     """Two stride-2 3×3 convolutions, each with BatchNorm and ReLU."""
-    x = relu(bn(conv(x, p, "stem.0", trace, stride=2, padding=1), p, "stem.1", cfg, trace))  # [B, C0/2, H/2, W/2]
-    x = relu(bn(conv(x, p, "stem.3", trace, stride=2, padding=1), p, "stem.4", cfg, trace))  # [B, C0, H/4, W/4]
+    x = relu(conv_bn(x, p, cfg, trace, "stem.0", "stem.1", stride=2, padding=1))  # [B, C0/2, H/2, W/2]
+    x = relu(conv_bn(x, p, cfg, trace, "stem.3", "stem.4", stride=2, padding=1))  # [B, C0, H/4, W/4]
     return trace("stem", x)
 
 
 def downsample(x, p: Params, cfg, trace, name):  # [B, C, H, W] -> [B, C', H/2, W/2]
     """Embedding between stages: a strided convolution and BatchNorm."""
-    x = conv(x, p, f"{name}.proj", trace, stride=cfg.down_stride, padding=cfg.down_pad)
-    return trace(name, bn(x, p, f"{name}.norm", cfg, trace))
+    x = conv_bn(x, p, cfg, trace, f"{name}.proj", f"{name}.norm", stride=cfg.down_stride, padding=cfg.down_pad)
+    return trace(name, x)
 
 
 def conv_encoder(x, p: Params, cfg, trace, name):  # [B, C, H, W] -> [B, C, H, W]
@@ -115,8 +141,7 @@ def conv_encoder(x, p: Params, cfg, trace, name):  # [B, C, H, W] -> [B, C, H, W
     Also the LocalRepresentation of the encoder block (hidden = C there). Always the exact GELU,
     whatever the config's hidden_act (as in transformers)."""
     C = x.shape[1]
-    y = conv(x, p, f"{name}.dwconv", trace, padding=1, groups=C)  # [B, C, H, W]
-    y = bn(y, p, f"{name}.norm", cfg, trace)
+    y = conv_bn(x, p, cfg, trace, f"{name}.dwconv", f"{name}.norm", padding=1, groups=C)  # [B, C, H, W]
     y = gelu(conv(y, p, f"{name}.pwconv1", trace))  # [B, hidden, H, W]
     y = conv(y, p, f"{name}.pwconv2", trace)  # [B, C, H, W]
     return trace(name, x + p[f"{name}.layer_scale.gamma"] * y)
@@ -147,7 +172,7 @@ def additive_attention(x, p: Params, cfg, trace, name):  # [B, N, C] -> [B, N, C
 
 def mlp(x, p: Params, cfg, trace, name):  # [B, C, H, W] -> [B, C, H, W]
     """BN → 1×1 conv (C→4C) → activation → 1×1 conv (4C→C): the norm comes first, nothing after."""
-    x = bn(x, p, f"{name}.norm1", cfg, trace)
+    x = bn(x, p, f"{name}.norm1", cfg, trace)  # folded into fc1 in a fused model
     x = ACTIVATIONS[cfg.hidden_act](conv(x, p, f"{name}.fc1", trace))  # [B, 4C, H, W]
     return trace(name, conv(x, p, f"{name}.fc2", trace))  # [B, C, H, W]
 
@@ -192,6 +217,7 @@ class SwiftFormerPreTrainedModel(PreTrainedModel):
 
     family = "swiftformer"
     weight_schema = staticmethod(weight_schema)
+    batch_norm_folds = staticmethod(batch_norm_folds)
 
 
 class SwiftFormerModel(SwiftFormerPreTrainedModel):

@@ -31,7 +31,7 @@ def read_golden(variant):
         return {k: f.get_tensor(k) for k in f.keys()}, f.metadata()
 
 
-def golden_diffs(variant, num_heads, dtype, cfg=None):
+def golden_diffs(variant, num_heads, dtype, cfg=None, fuse=False):
     """{entry: difference npformer − transformers} for one model class and dtype, from the fixture:
     absolute for the heads' outputs, scaled (parity.scaled_diff) for hidden states and attentions."""
     golden, meta = read_golden(variant)
@@ -39,7 +39,7 @@ def golden_diffs(variant, num_heads, dtype, cfg=None):
     pixels = seeded_pixels(2)
     assert checksum({"pixels": pixels}) == meta["pixels_checksum"], "seeded pixels drifted: regenerate fixtures"
     weights = seeded_weights(cfg, num_heads=num_heads, seed=0)
-    ours = golden_entries(npformer_outputs(cfg, weights, num_heads, pixels, dtype), "efficientformer", num_heads,
+    ours = golden_entries(npformer_outputs(cfg, weights, num_heads, pixels, dtype, fuse=fuse), "efficientformer", num_heads,
                           f"{HEAD_KINDS[num_heads]}/{np.dtype(dtype).name}")
     assert ours.keys() <= golden.keys()
     return {k: entry_diff(k, v, golden[k]) for k, v in ours.items()}
@@ -52,11 +52,12 @@ def test_seeded_weights_are_what_the_fixtures_were_made_from(variant):
     assert checksum(seeded_weights(cfg, num_heads=2, seed=0)) == meta["weights_checksum"]
 
 
+@pytest.mark.parametrize("fuse", [False, True], ids=["unfused", "fused"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("num_heads", [2, 1, 0])
 @pytest.mark.parametrize("variant", ["l1", "l3", "l7"])
-def test_matches_transformers_golden(variant, num_heads, dtype):
-    diffs = golden_diffs(variant, num_heads, dtype)
+def test_matches_transformers_golden(variant, num_heads, dtype, fuse):
+    diffs = golden_diffs(variant, num_heads, dtype, fuse=fuse)
     tol = TOL[np.dtype(dtype).name]
     bad = {k: v for k, v in diffs.items() if v > tol}
     assert not bad, f"beyond {tol}: {bad}"
@@ -256,8 +257,9 @@ def test_matches_transformers_live(variant, num_heads, batch):
     from npformer.parity import compare
 
     for dtype, tol in ((np.float32, TOL["float32"]), (np.float64, TOL["float64"])):
-        diffs = compare("efficientformer", variant, "transformers", num_heads, batch, dtype)
-        assert max(diffs.values()) <= tol, (ARCHITECTURE_FOR_HEADS["efficientformer"][num_heads], dtype, diffs)
+        for fused in (False, True):
+            diffs = compare("efficientformer", variant, "transformers", num_heads, batch, dtype, fused=fused)
+            assert max(diffs.values()) <= tol, (ARCHITECTURE_FOR_HEADS["efficientformer"][num_heads], dtype, fused, diffs)
 
 
 @pytest.mark.parametrize("variant,count", [("l1", 12_289_928), ("l3", 31_406_000), ("l7", 82_229_328)])

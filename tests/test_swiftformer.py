@@ -30,7 +30,7 @@ def read_golden(variant):
         return {k: f.get_tensor(k) for k in f.keys()}, f.metadata()
 
 
-def golden_diffs(variant, reference, num_heads, dtype, cfg=None):
+def golden_diffs(variant, reference, num_heads, dtype, cfg=None, fuse=False):
     """{entry: difference npformer − reference}: absolute for outputs, scaled for hidden states."""
     golden, meta = read_golden(variant)
     cfg = cfg or reference_config("swiftformer", variant, reference)
@@ -38,17 +38,18 @@ def golden_diffs(variant, reference, num_heads, dtype, cfg=None):
     assert checksum({"pixels": pixels}) == meta["pixels_checksum"], "seeded pixels drifted: regenerate fixtures"
     weights = seeded_weights(cfg, num_heads=num_heads, seed=0)
     assert checksum(weights) == meta[f"{reference}/{num_heads}/weights_checksum"], "seeded weights drifted"
-    ours = npformer_outputs(cfg, weights, num_heads, pixels, dtype, reference)
+    ours = npformer_outputs(cfg, weights, num_heads, pixels, dtype, reference, fuse=fuse)
     ours = golden_entries(ours, "swiftformer", num_heads, f"{reference}/{num_heads}/{np.dtype(dtype).name}")
     assert ours.keys() <= golden.keys() and ours
     return {k: entry_diff(k, v, golden[k]) for k, v in ours.items()}
 
 
+@pytest.mark.parametrize("fuse", [False, True], ids=["unfused", "fused"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("reference,num_heads", CASES)
 @pytest.mark.parametrize("variant", VARIANTS)
-def test_matches_reference_golden(variant, reference, num_heads, dtype):
-    diffs = golden_diffs(variant, reference, num_heads, dtype)
+def test_matches_reference_golden(variant, reference, num_heads, dtype, fuse):
+    diffs = golden_diffs(variant, reference, num_heads, dtype, fuse=fuse)
     tol = TOL[np.dtype(dtype).name]
     bad = {k: v for k, v in diffs.items() if v > tol}
     assert not bad, f"beyond {tol}: {bad}"
@@ -148,9 +149,10 @@ def test_matches_reference_live(variant, reference, num_heads):
     pytest.importorskip("torch")
     from npformer.parity import compare
 
-    for batch, dtype in ((1, np.float32), (4, np.float32), (1, np.float64)):
-        diffs = compare("swiftformer", variant, reference, num_heads, batch, dtype)
-        assert max(diffs.values()) <= TOL[np.dtype(dtype).name], (reference, num_heads, batch, dtype, diffs)
+    for batch, dtype, fused in ((1, np.float32, False), (4, np.float32, False), (1, np.float64, False),
+                                (4, np.float32, True), (1, np.float64, True)):
+        diffs = compare("swiftformer", variant, reference, num_heads, batch, dtype, fused=fused)
+        assert max(diffs.values()) <= TOL[np.dtype(dtype).name], (reference, num_heads, batch, dtype, fused, diffs)
 
 
 @pytest.mark.oracle

@@ -44,10 +44,11 @@ def read_golden(path):
         return {k: f.get_tensor(k) for k in f.keys()}, f.metadata()
 
 
-def npformer_outputs(cfg, weights, pixels, dtype) -> dict:
+def npformer_outputs(cfg, weights, pixels, dtype, fuse=False) -> dict:
     """npformer's logits and the Trace records named like timm's modules (full arrays)."""
     trace = Trace(list(make_golden.FEATURES))
-    logits = EfficientFormerForImageClassificationWithTeacher(cfg, weights, dtype=dtype)(pixels, trace=trace).logits
+    model = EfficientFormerForImageClassificationWithTeacher(cfg, weights, dtype=dtype)
+    logits = (model.fuse() if fuse else model)(pixels, trace=trace).logits
     assert list(trace) == list(make_golden.FEATURES)
     return {"logits": logits, **trace.records}
 
@@ -58,13 +59,13 @@ def diffs(ours: dict, ref: dict) -> dict:
     return {k: (abs_diff if k.endswith("logits") else scaled_diff)(ours[k], ref[k]) for k in ref}
 
 
-def golden_diffs(variant, dtype, cfg=None):
+def golden_diffs(variant, dtype, cfg=None, fuse=False):
     golden, meta = read_golden(GOLDEN / f"efficientformer_{variant}.safetensors")
     pixels = seeded_pixels(make_golden.BATCH)
     assert checksum({"pixels": pixels}) == meta["pixels_checksum"], "seeded pixels drifted: regenerate fixtures"
     cfg = cfg or timm_config(variant)
     name = np.dtype(dtype).name
-    ours = make_golden.golden_entries(npformer_outputs(cfg, seeded_weights(cfg, num_heads=2, seed=0), pixels, dtype), name)
+    ours = make_golden.golden_entries(npformer_outputs(cfg, seeded_weights(cfg, num_heads=2, seed=0), pixels, dtype, fuse), name)
     return diffs(ours, {k: v for k, v in golden.items() if k.startswith(f"{name}/")})
 
 
@@ -75,10 +76,11 @@ def test_seeded_weights_are_what_the_fixtures_were_made_from(variant):
     assert checksum(seeded_weights(timm_config(variant), num_heads=2, seed=0)) == meta["weights_checksum"]
 
 
+@pytest.mark.parametrize("fuse", [False, True], ids=["unfused", "fused"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("variant", VARIANTS)
-def test_matches_timm_golden(variant, dtype):
-    found = golden_diffs(variant, dtype)
+def test_matches_timm_golden(variant, dtype, fuse):
+    found = golden_diffs(variant, dtype, fuse=fuse)
     tol = TOL[np.dtype(dtype).name]
     bad = {k: v for k, v in found.items() if v > tol}
     assert not bad, f"beyond {tol}: {bad}"
@@ -143,9 +145,10 @@ def test_matches_timm_live(variant, batch, timm_models):
     dtypes = (np.float32, np.float64) if batch == 1 else (np.float32,)
     for dtype in dtypes:
         ref = make_golden.timm_outputs(timm_models(variant, dtype), pixels)
-        found = diffs(npformer_outputs(cfg, weights, pixels, dtype), ref)
-        tol = TOL[np.dtype(dtype).name]
-        assert max(found.values()) <= tol, (np.dtype(dtype).name, found)
+        for fuse in (False, True):
+            found = diffs(npformer_outputs(cfg, weights, pixels, dtype, fuse), ref)
+            tol = TOL[np.dtype(dtype).name]
+            assert max(found.values()) <= tol, (np.dtype(dtype).name, fuse, found)
 
 
 @pytest.mark.oracle
