@@ -84,7 +84,7 @@ class Chosen:
         return variant_name(self.model.config) or "custom"
 
 
-def _image_size(processor, family: str) -> int:
+def _image_size(processor) -> int:
     """Side of the square pixel values a processor produces (probes a 1×1 grey image)."""
     from PIL import Image
 
@@ -121,14 +121,14 @@ def choose_model(family: str, weights=None, seeded_variant: str | None = None, d
         model, metadata = load_model(path, np.dtype(dtype), attention_generation)
         if model.family == family:
             processor, how = make_processor(None, path, family, metadata)
-            return Chosen(model, "checkpoint", path, processor, how, _image_size(processor, family))
+            return Chosen(model, "checkpoint", path, processor, how, _image_size(processor))
         notes.append(f"note: {path} holds {ARTICLED[model.family]} model; this notebook needs {ARTICLED[family]}, "
                      "so it is not used")
     demo = DEMO_WEIGHTS[family]
     if demo.is_file() and not seeded:
         model, metadata = load_model(demo, np.dtype(dtype))
         processor, how = make_processor(None, demo, family, metadata)
-        return Chosen(model, "demo", demo, processor, how, _image_size(processor, family), tuple(notes))
+        return Chosen(model, "demo", demo, processor, how, _image_size(processor), tuple(notes))
     from . import EfficientFormerConfig, EfficientFormerForImageClassificationWithTeacher
     from . import SwiftFormerConfig, SwiftFormerForImageClassification
     from .preprocess import recipe
@@ -144,7 +144,7 @@ def choose_model(family: str, weights=None, seeded_variant: str | None = None, d
     why = "seeded weights were asked for" if seeded else f"no demo weights at {demo}"
     notes.append(f"note: {why}; seeded weights show the structure, not learned features")
     processor = recipe(how)
-    return Chosen(model, "seeded", None, processor, how, _image_size(processor, family), tuple(notes))
+    return Chosen(model, "seeded", None, processor, how, _image_size(processor), tuple(notes))
 
 
 def pixels_to_image(pixel_values) -> np.ndarray:  # [1, 3, H, W] or [3, H, W] -> [H, W, 3] in [0, 1]
