@@ -45,7 +45,7 @@ import time
 import matplotlib.pyplot as plt
 import numpy as np
 
-from npformer import explain, layers, plots
+from npformer import explain, fuse, layers, plots
 from npformer.erf import erf, gelu, gelu_tanh
 
 # %% [markdown]
@@ -164,10 +164,13 @@ np.testing.assert_allclose(normed, textbook, rtol=1e-5, atol=1e-5)
 
 # %% [markdown]
 # Because BatchNorm is affine and comes straight after a convolution, it can be **folded** into
-# the convolution's weights and bias. Afterwards there is one layer where there were two.
+# the convolution's weights and bias: with α = γ/√(σ² + ε), W′ = α·W and b′ = α·(b − μ) + β.
+# Afterwards there is one layer where there were two. `model.fuse()` does this for every
+# BatchNorm of a model (`npformer/fuse.py`): the fast path.
 
 # %%
-w_folded, b_folded = explain.fold_batch_norm(weight, bias, bn["running_mean"], bn["running_var"], bn["weight"], bn["bias"], eps)
+alpha, shift = fuse.batch_norm_affine(bn["running_mean"], bn["running_var"], bn["weight"], bn["bias"], eps)  # [OC] each
+w_folded, b_folded = (a.astype(np.float32) for a in fuse.fold_after(weight, bias, alpha, shift))
 folded = layers.conv2d(x, w_folded, b_folded, stride=stride, padding=padding)
 print("folded weight", w_folded.shape, f"max |Δ| vs conv → BN = {np.abs(folded - normed).max():.1e}")
 assert w_folded.shape == weight.shape and b_folded.shape == (OC,)

@@ -10,7 +10,7 @@ Sections, in the order the notebooks meet them:
 * which weights a notebook runs on: `choose_model` (a checkpoint you point at, else the demo
   weights in `weights/`, else seeded weights) and says which;
 * convolution three ways (`im2col`, `conv2d_im2col`, `conv2d_kernel_offsets`), BatchNorm written
-  out and folded into a convolution;
+  out (folding it into a convolution is npformer.fuse);
 * the pooling token mixer: the count of valid pixels under each window, the
   `count_include_pad=True` mistake, the mixer's frequency response;
 * exact references for erf and GELU;
@@ -222,25 +222,14 @@ def batch_norm_textbook(x, running_mean, running_var, weight, bias, eps):  # [B,
     return (x - per_channel(running_mean)) / np.sqrt(per_channel(running_var) + eps) * per_channel(weight) + per_channel(bias)
 
 
-def fold_batch_norm(conv_weight, conv_bias, running_mean, running_var, weight, bias, eps):
-    """A convolution followed by eval-mode BatchNorm is one convolution: (W′, b′) with
-    W′ = W · α (per output channel), b′ = (b − μ) · α + β, α = γ / √(σ² + ε).
-    Shapes: [OC, IC, KH, KW], [OC] -> [OC, IC, KH, KW], [OC]."""
-    alpha = weight / np.sqrt(running_var + eps)  # [OC]
-    return conv_weight * alpha.reshape(-1, 1, 1, 1), (conv_bias - running_mean) * alpha + bias
-
-
 # ---------------------------------------------------------------------------------------------
 # the pooling token mixer
 
 
-def valid_counts(H, W, kernel_size=3) -> np.ndarray:  # -> [H, W] int
+def valid_counts(H, W, kernel_size=3) -> np.ndarray:  # -> [H, W]
     """How many real (non-padding) pixels each k×k window holds: 4 / 6 / 9 at corner / edge /
     inside for k = 3. `count_include_pad=False` divides by this; True divides by k² everywhere."""
-    pad = kernel_size // 2
-    rows = np.minimum(np.arange(H) + pad, H - 1) - np.maximum(np.arange(H) - pad, 0) + 1  # [H]
-    cols = np.minimum(np.arange(W) + pad, W - 1) - np.maximum(np.arange(W) - pad, 0) + 1  # [W]
-    return rows[:, None] * cols[None, :]
+    return np.outer(layers.valid_count(H, kernel_size), layers.valid_count(W, kernel_size)).astype(int)
 
 
 def avg_pool2d_include_pad(x, kernel_size=3):  # [B, C, H, W] -> [B, C, H, W]

@@ -28,30 +28,34 @@ def is_folded(p: Params, norm: str) -> bool:
     return f"{norm}.running_var" not in p
 
 
-def batch_norm_affine(tensors: dict, norm: str, eps: float) -> tuple[np.ndarray, np.ndarray]:
-    """(α, β′) of the BatchNorm `norm`, in float64: BN(x) = α·x + β′ per channel."""
-    g = {k: np.asarray(tensors[f"{norm}.{k}"], np.float64) for k in ("weight", "bias", "running_mean", "running_var")}
-    alpha = g["weight"] / np.sqrt(g["running_var"] + eps)
-    return alpha, g["bias"] - g["running_mean"] * alpha
+def batch_norm_affine(running_mean, running_var, weight, bias, eps) -> tuple[np.ndarray, np.ndarray]:
+    """(α, β′) of an eval-mode BatchNorm, in float64: BN(x) = α·x + β′ per channel. [C] each."""
+    mean, var, gamma, beta = (np.asarray(v, np.float64) for v in (running_mean, running_var, weight, bias))
+    alpha = gamma / np.sqrt(var + eps)
+    return alpha, beta - mean * alpha
+
+
+def fold_after(conv_weight, conv_bias, alpha, shift):  # [OC, IC/g, KH, KW], [OC] -> the same
+    """The convolution that equals conv → BN: W′ = α·W (per output channel), b′ = α·b + β′."""
+    return conv_weight * alpha[:, None, None, None], conv_bias * alpha + shift
+
+
+def fold_before(conv_weight, conv_bias, alpha, shift):  # [OC, IC, 1, 1], [OC] -> the same
+    """The 1×1 convolution that equals BN → conv: W′ = W·α (per input channel), b′ = b + W·β′."""
+    return conv_weight * alpha[None, :, None, None], conv_bias + conv_weight[:, :, 0, 0] @ shift
 
 
 def fold_batch_norms(tensors: dict, folds, eps: float, dtype) -> dict:
     """A new weight dict with each (conv, norm, where) of `folds` folded and the norm's tensors dropped.
-
-    conv weight [OC, IC/groups, KH, KW]; an AFTER norm has OC channels, a BEFORE norm IC (1×1 only).
-    """
+    Computed in float64, rounded to `dtype` once."""
     out = dict(tensors)
     for conv, norm, where in folds:
-        alpha, shift = batch_norm_affine(tensors, norm, eps)
-        w = np.asarray(tensors[f"{conv}.weight"], np.float64)
-        b = np.asarray(tensors[f"{conv}.bias"], np.float64)
-        if where == AFTER:
-            w, b = w * alpha[:, None, None, None], b * alpha + shift
-        else:
-            w2d = w.reshape(w.shape[0], w.shape[1])  # a 1×1 convolution: [OC, IC]
-            w, b = w * alpha[None, :, None, None], b + w2d @ shift
-        out[f"{conv}.weight"] = w.astype(dtype)
-        out[f"{conv}.bias"] = b.astype(dtype)
+        alpha, shift = batch_norm_affine(*(tensors[f"{norm}.{k}"] for k in ("running_mean", "running_var", "weight", "bias")),
+                                         eps)
+        fold = fold_after if where == AFTER else fold_before
+        w, b = fold(np.asarray(tensors[f"{conv}.weight"], np.float64), np.asarray(tensors[f"{conv}.bias"], np.float64),
+                    alpha, shift)
+        out[f"{conv}.weight"], out[f"{conv}.bias"] = w.astype(dtype), b.astype(dtype)
         for k in ("weight", "bias", "running_mean", "running_var"):
             del out[f"{norm}.{k}"]
     return out

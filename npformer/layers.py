@@ -179,7 +179,7 @@ def avg_pool2d(x, kernel_size=3):  # [B, C, H, W] -> [B, C, H, W]
     xp[:, :, pad : pad + H, pad : pad + W] = x
     rows = _window_sum(xp, k, axis=3)  # [B, C, H + 2p, W]
     total = _window_sum(rows, k, axis=2)  # [B, C, H, W]
-    total /= _valid_count(H, k, x.dtype)[:, None] * _valid_count(W, k, x.dtype)[None, :]  # 4, 6 or 9 for k = 3
+    total /= valid_count(H, k, x.dtype)[:, None] * valid_count(W, k, x.dtype)[None, :]  # 4, 6 or 9 for k = 3
     return total
 
 
@@ -193,7 +193,7 @@ def _window_sum(x, k, axis):  # [..., L + k − 1 along axis] -> [..., L]
     return out
 
 
-def _valid_count(length, k, dtype):  # -> [length]
+def valid_count(length, k, dtype=np.int64):  # -> [length]
     """How many of the k window positions centred on each index fall inside 0 .. length − 1."""
     i, pad = np.arange(length), k // 2
     return (np.minimum(i + pad, length - 1) - np.maximum(i - pad, 0) + 1).astype(dtype)
