@@ -1,6 +1,6 @@
 """npformer against PyTorch eager and onnxruntime: latency, cold start, peak memory.
 
-    pip install -e ".[oracle,bench]"        # torch 2.13.0, transformers 4.40.2, timm, onnxruntime
+    pip install torch==2.13.0 && pip install -e ".[oracle,bench]"   # + transformers 4.40.2, timm, onnxruntime
     python bench/bench.py                   # every variant, batch 1 and 8, 10 repetitions
     python bench/bench.py --variants efficientformer-l1 swiftformer-xs --reps 20 --markdown
 
@@ -191,14 +191,20 @@ def cold_start(name: str, tmp: Path, repeats: int = 3) -> dict:
 
 
 def machine() -> str:
-    import onnxruntime
     import torch
     import transformers
+
+    try:
+        import onnxruntime
+
+        ort = onnxruntime.__version__
+    except ImportError:
+        ort = "not installed"
 
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
     return (f"{time.strftime('%Y-%m-%d')}, {cpu}, {len(os.sched_getaffinity(0))} cores, "
             f"Python {platform.python_version()}, NumPy {np.__version__}, torch {torch.__version__}, "
-            f"transformers {transformers.__version__}, onnxruntime {onnxruntime.__version__}, "
+            f"transformers {transformers.__version__}, onnxruntime {ort}, "
             f"npformer {npformer.__version__} ({parallel.get_num_threads()} threads)")
 
 
