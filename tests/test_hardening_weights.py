@@ -326,6 +326,24 @@ def test_config_that_contradicts_the_tensor_shapes(tmp_path, ef):
                ConfigError, "dim=72 must equal hidden_sizes[-1]=64")
 
 
+@pytest.mark.parametrize("field,value,message", [
+    ("attention_ratio", None, "attention_ratio=None: expected an integer"),  # was a TypeError in weight_schema
+    ("key_dim", True, "key_dim=True: expected an integer"),
+    ("depths", [1, 1, "2", 2], "depths=[1, 1, '2', 2]: expected non-negative integer entries"),
+    ("hidden_sizes", [16, 32, 0, 64], "expected positive integer entries"),
+    ("downsample_stride", 0, "downsample_stride=0 must be >= 1"),  # was a ZeroDivisionError
+    ("resolution", 10**9, "resolution=1000000000: a last-stage grid of more than 1024"),  # was a near-endless loop
+    ("layer_norm_eps", float("inf"), "layer_norm_eps=inf must be > 0 and finite"),
+    ("batch_norm_eps", float("nan"), "batch_norm_eps=nan must be > 0 and finite"),
+    ("id2label", {"cat": "cat"}, "id2label must map class indices to names"),
+    ("id2label", ["cat"], "id2label must map class indices to names"),
+])
+def test_config_fields_of_the_wrong_type_or_range(tmp_path, ef, field, value, message):
+    tensors, metadata = ef
+    config = json.dumps(json.loads(metadata["config"]) | {field: value})  # json writes inf / nan as Infinity / NaN
+    load_error(save(tmp_path / "m.safetensors", tensors, metadata | {"config": config}), ConfigError, message)
+
+
 # ---------------------------------------------------------------------------------------------
 # the CLI: each class its exit code, one line naming the file
 
