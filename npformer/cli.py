@@ -499,7 +499,7 @@ def _load_pixels(args, model, weights: Path, metadata: dict) -> tuple[np.ndarray
     if source.suffix.lower() == ".npy":
         try:
             pixels = np.load(source, allow_pickle=False)
-        except (OSError, ValueError) as err:
+        except (OSError, ValueError, EOFError) as err:  # EOFError: an empty file
             raise InputError(f"{source}: cannot read as a .npy array ({_one_line(err)})") from None
         if pixels.ndim != 4 or not np.issubdtype(pixels.dtype, np.floating):
             raise InputError(f"{source}: expected NCHW float pixel values [B, C, H, W], "

@@ -14,7 +14,10 @@ saying why; training-only fields (dropout, drop-path, init) are kept so that a c
 from __future__ import annotations
 
 import copy
+import functools
 import json
+import types
+import typing
 from dataclasses import asdict, dataclass, field, fields
 from typing import ClassVar
 from pathlib import Path
@@ -57,6 +60,39 @@ _PASSTHROUGH = {
 }
 
 
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _type_problem(value, hint) -> str | None:
+    """Why `value` (from JSON or a caller) does not fit a field annotated `hint`; None if it does."""
+    if isinstance(hint, types.UnionType):  # X | None
+        return None if any(_type_problem(value, h) is None for h in hint.__args__) else f"expected {hint}"
+    if hint is type(None):
+        return None if value is None else "expected None"
+    if hint is int:
+        return None if _is_int(value) else "expected an integer"
+    if hint is float:
+        return None if isinstance(value, (int, float)) and not isinstance(value, bool) else "expected a number"
+    if hint in (bool, str, list, dict):
+        return None if isinstance(value, hint) else f"expected a {hint.__name__}"
+    return None
+
+
+# list fields: what each entry must be
+_LIST_ENTRIES = {"depths": "int", "hidden_sizes": "positive", "embed_dims": "positive", "downsamples": "bool"}
+# integer fields that must be >= 1 (sizes, counts, strides) or >= 0 (paddings)
+_POSITIVE = ("key_dim", "attention_ratio", "num_attention_heads", "mlp_expansion_ratio", "mlp_ratio", "num_channels",
+             "downsample_patch_size", "downsample_stride", "down_patch_size", "down_stride", "resolution")
+_NON_NEGATIVE = ("downsample_pad", "down_pad")
+MAX_RESOLUTION = 1024  # EfficientFormer's last-stage grid side; published models use 7
+
+
+@functools.lru_cache(maxsize=None)
+def _hints(cls) -> dict:
+    return typing.get_type_hints(cls)
+
+
 def _conv_out(side: int, kernel: int, stride: int, pad: int) -> int:
     """Output side of a convolution (or pooling) along one axis."""
     return (side + 2 * pad - kernel) // stride + 1
@@ -88,10 +124,13 @@ class ClassifierConfig:
         id2label = d.pop("id2label", None)
         num_labels = d.pop("num_labels", None)
         if id2label is not None:
-            kwargs["id2label"] = {int(k): v for k, v in id2label.items()}
+            try:
+                kwargs["id2label"] = {int(k): v for k, v in id2label.items()}
+            except (AttributeError, TypeError, ValueError):
+                raise ConfigError(f"{source}: id2label must map class indices to names, got {id2label!r:.80}") from None
             kwargs["num_labels"] = len(id2label)
         elif num_labels is not None:
-            kwargs["num_labels"] = int(num_labels)
+            kwargs["num_labels"] = num_labels
         for key in list(d):
             if key not in _PASSTHROUGH:
                 raise ConfigError(
@@ -134,13 +173,40 @@ class ClassifierConfig:
     def to_json_file(self, path) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
 
+    def check_types(self) -> None:
+        """Every field of the type its annotation says, list entries and sizes in range: what the
+        checks below and the weight schema take for granted (a config.json can hold anything)."""
+        hints = _hints(type(self))
+        for f in fields(self):
+            value = getattr(self, f.name)
+            hint = int | None if f.name == "pool_size" else hints[f.name]  # transformers: pool_size None means 3
+            problem = _type_problem(value, hint)
+            if problem:
+                raise ConfigError(f"{f.name}={value!r}: {problem}")
+            entries = _LIST_ENTRIES.get(f.name)
+            if entries == "bool" and not all(isinstance(v, bool) or v in (0, 1) for v in value):
+                raise ConfigError(f"{f.name}={value!r}: expected true/false entries")
+            if entries in ("int", "positive") and not all(_is_int(v) and v >= (entries == "positive") for v in value):
+                raise ConfigError(f"{f.name}={value!r}: expected {'positive' if entries == 'positive' else 'non-negative'} "
+                                  "integer entries")
+            if f.name in _POSITIVE and value is not None and value < 1:
+                raise ConfigError(f"{f.name}={value!r} must be >= 1")
+            if f.name in _NON_NEGATIVE and value < 0:
+                raise ConfigError(f"{f.name}={value!r} must be >= 0")
+        if getattr(self, "resolution", 1) > MAX_RESOLUTION:
+            raise ConfigError(f"resolution={self.resolution}: a last-stage grid of more than {MAX_RESOLUTION} per side "
+                              "is not an EfficientFormer npformer can check (published models use 7)")
+        if self.id2label is not None and not all(_is_int(k) for k in self.id2label):
+            raise ConfigError(f"id2label keys must be class indices, got {sorted(map(repr, self.id2label))[:5]}")
+
     def validate(self) -> None:
+        self.check_types()
         if self.num_labels < 0:
             raise ConfigError(f"num_labels={self.num_labels} must be >= 0")
         if self.problem_type not in (None, "regression", "single_label_classification", "multi_label_classification"):
             raise ConfigError(f"problem_type={self.problem_type!r} is not one transformers understands")
-        if not self.batch_norm_eps > 0:
-            raise ConfigError(f"batch_norm_eps={self.batch_norm_eps} must be > 0")
+        if not 0 < self.batch_norm_eps < float("inf"):
+            raise ConfigError(f"batch_norm_eps={self.batch_norm_eps} must be > 0 and finite")
 
 
 @dataclass
@@ -242,8 +308,8 @@ class EfficientFormerConfig(ClassifierConfig):
             )
         if self.pool_size is not None and (self.pool_size < 1 or self.pool_size % 2 == 0):
             raise ConfigError(f"pool_size={self.pool_size} must be odd (the pooling keeps the spatial size)")
-        if not self.layer_norm_eps > 0:
-            raise ConfigError(f"layer_norm_eps={self.layer_norm_eps} must be > 0")
+        if not 0 < self.layer_norm_eps < float("inf"):
+            raise ConfigError(f"layer_norm_eps={self.layer_norm_eps} must be > 0 and finite")
         if self.input_side_range() is None:
             raise ConfigError(
                 f"no input size gives the {self.resolution}×{self.resolution} last stage that "

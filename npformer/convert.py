@@ -201,7 +201,10 @@ def to_canonical(state: dict, cfg, num_heads: int, schema: str, source: str) -> 
     tensors, unexpected = {}, []
     for key, value in state.items():
         if key in inverse:
-            tensors[inverse[key]] = np.asarray(value, dtype=np.float32)
+            if value.dtype.kind != "f":  # casting would hide it: an int / bool / complex weight is not a float weight
+                raise CheckpointMismatchError(f"{source}: {key} is a {value.dtype} tensor; weights must be floating-point")
+            with np.errstate(over="ignore"):  # float64 beyond float32's range becomes inf, refused by check_values
+                tensors[inverse[key]] = np.asarray(value, dtype=np.float32)
         elif key.endswith(".num_batches_tracked"):
             continue
         elif key.endswith(".attention_bias_idxs") and cfg.model_type == "efficientformer":
@@ -240,14 +243,17 @@ def _config_from_tensors(state: dict, family: str, schema: str, source: str, att
             ("swiftformer", True): "patch_embed.3.weight", ("swiftformer", False): "stem.3.weight"}[family, original]
     down_conv = {"efficientformer": "conv", "swiftformer": "proj"}[family]
     down = (lambda s: f"network.{2 * s - 1}.proj.weight") if original else (lambda s: f"stages.{s}.downsample.{down_conv}.weight")
-    try:
-        widths = [int(state[stem].shape[0])] + [int(state[down(s)].shape[0]) for s in (1, 2, 3)]
-    except KeyError as err:
-        raise CheckpointMismatchError(f"{source}: not a {schema} {family} checkpoint (no {err.args[0]})") from None
+    def out_channels(key):  # [OC, ...] of a convolution / linear weight
+        if key not in state:
+            raise CheckpointMismatchError(f"{source}: not a {schema} {family} checkpoint (no {key})")
+        if state[key].ndim < 1:
+            raise CheckpointMismatchError(f"{source}: {key} has shape (), not a weight's [out, ...] shape")
+        return int(state[key].shape[0])
+
+    widths = [out_channels(stem)] + [out_channels(down(s)) for s in (1, 2, 3)]
     blocks = _block_indices(state, r"network\.(\d+)\.(\d+)\." if original else r"stages\.(\d+)\.blocks\.(\d+)\.")
     depths = [len(blocks.get(2 * s if original else s, ())) for s in range(4)]
-    head = state.get("head.weight")
-    num_labels = int(head.shape[0]) if head is not None else 1000
+    num_labels = out_channels("head.weight") if "head.weight" in state else 1000
     if family == "swiftformer":
         return SwiftFormerConfig(embed_dims=widths, depths=depths, num_labels=num_labels,
                                  attention_generation=attention_generation)
@@ -362,8 +368,26 @@ def _load_npformer_file(path: Path, tensors: dict, metadata: dict, attention_gen
     family = metadata.get("family")
     if family not in FAMILIES:
         raise WeightFileError(f"{path}: metadata family {family!r} is not one of {sorted(FAMILIES)}")
+    config_dict = metadata_config(metadata)
+    if config_dict.get("model_type", family) != family:
+        raise CheckpointMismatchError(
+            f"{path}: metadata family {family!r} contradicts its config's model_type {config_dict['model_type']!r}; "
+            "the file is inconsistent, convert it again"
+        )
+    held = _tensor_family(tensors)
+    if held not in (None, family):
+        raise CheckpointMismatchError(
+            f"{path}: metadata says {family}, but the tensors are {held} tensors "
+            f"({'stem.conv1.weight' if held == 'efficientformer' else 'stem.0.weight'}); convert the source again"
+        )
     config_cls, module = FAMILIES[family]
-    cfg = config_cls.from_dict(metadata_config(metadata), source=f"{path} (metadata config)")
+    cfg = config_cls.from_dict(config_dict, source=f"{path} (metadata config)")
+    stated = metadata.get("variant")
+    if stated is not None and stated != variant_name(cfg):
+        raise CheckpointMismatchError(
+            f"{path}: metadata variant {stated!r} contradicts its config, which is "
+            f"{repr(variant_name(cfg)) if variant_name(cfg) else 'no published variant'}"
+        )
     arch = metadata.get("architecture", "")
     if arch not in module.ARCHITECTURES:
         raise WeightFileError(f"{path}: metadata architecture {arch!r} is not one of {sorted(module.ARCHITECTURES)}")
@@ -383,6 +407,15 @@ def _load_npformer_file(path: Path, tensors: dict, metadata: dict, attention_gen
         raise ConfigError(f"{path}: attention_generation applies to SwiftFormer only, this is an {family}")
     check_tensors(tensors, module.weight_schema(cfg, HEAD_COUNT[arch]), str(path))
     return cfg, tensors, metadata
+
+
+def _tensor_family(tensors) -> str | None:
+    """The family whose stem canonical tensor names show, None if neither."""
+    if "stem.conv1.weight" in tensors:
+        return "efficientformer"
+    if "stem.0.weight" in tensors:
+        return "swiftformer"
+    return None
 
 
 def load_any(path, attention_generation=None):

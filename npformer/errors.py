@@ -46,6 +46,7 @@ class InputError(NpformerError, ValueError):
 
 
 class ImageError(NpformerError):
-    """An image file that cannot be opened or decoded."""
+    """An image that cannot be opened, decoded or preprocessed: missing, not an image, truncated,
+    a decompression bomb, or too extreme an aspect ratio for the resize."""
 
     exit_code = 8

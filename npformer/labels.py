@@ -17,6 +17,8 @@ import re
 from functools import lru_cache
 from importlib import resources
 
+from .errors import ConfigError
+
 LABEL_FILES = {
     "classic": "imagenet-1k-id2label.derived.json",  # {"0": "tench, Tinca tinca", ...}
     "simple": "imagenet-simple-labels.json",  # ["tench", ...]
@@ -42,7 +44,7 @@ def imagenet_labels(style: str = "classic") -> list[str]:
     ImageNet configs; "simple": short names ("tabby cat").
     """
     if style not in LABEL_FILES:
-        raise ValueError(f"unknown label style {style!r}; known: {', '.join(LABEL_FILES)}")
+        raise ConfigError(f"unknown label style {style!r}; known: {', '.join(LABEL_FILES)}")
     return list(_read(style))
 
 

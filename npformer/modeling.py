@@ -26,20 +26,65 @@ def linear_schema(name, out_f, in_f):
     return {f"{name}.weight": (out_f, in_f), f"{name}.bias": (out_f,)}
 
 
-def as_pixel_values(pixel_values, num_channels: int, dtype) -> np.ndarray:
-    """[B, C, H, W] in the model's dtype, or an InputError saying what is wrong."""
-    x = np.asarray(pixel_values)
+def as_pixel_values(pixel_values, num_channels: int, dtype) -> np.ndarray:  # [B, C, H, W] -> [B, C, H, W]
+    """A fresh C-contiguous copy of `pixel_values` in the model's dtype, or an InputError saying what is wrong.
+
+    Accepted: anything np.asarray reads as a real floating-point [B, C, H, W] array with B >= 1
+    (float16/32/64, any strides or byte order, read-only, nested lists). The copy means a forward
+    never writes to the caller's array and sees the same memory layout whatever the input's strides,
+    so non-contiguous and read-only inputs give bit-identical outputs.
+
+    Refused (InputError), each for a reason:
+    * integer and bool arrays: pixel values are normalised floats; an integer array is most likely
+      raw 0..255 pixels, which would give plausible but wrong logits (PyTorch refuses integer
+      inputs too). Run the image processor, or cast to float yourself.
+    * complex, object, string arrays; masked arrays with masked elements (np.asarray would drop
+      the mask and use the values under it);
+    * NaN or ±inf anywhere, also from float64 values beyond the model dtype's range: every logit
+      would be NaN (PyTorch propagates them silently; `predict` would print class 0).
+    * batch size 0 and empty images: there is nothing to classify (transformers' EfficientFormer
+      crashes in a reshape on an empty batch).
+    """
+    if isinstance(pixel_values, np.ma.MaskedArray) and np.ma.is_masked(pixel_values):
+        raise InputError(
+            f"pixel_values is a masked array with {int(np.ma.count_masked(pixel_values))} masked elements; "
+            "the model cannot skip pixels: fill them (e.g. .filled(0)) first"
+        )
+    try:
+        x = np.asarray(pixel_values)
+    except (ValueError, TypeError) as err:  # ragged nested lists, objects NumPy cannot convert
+        raise InputError(f"pixel_values cannot be read as one [batch, channels, height, width] array: {err}") from None
     if x.ndim != 4:
-        raise InputError(f"pixel_values must be [batch, channels, height, width], got shape {x.shape}")
+        given = "" if isinstance(pixel_values, np.ndarray) else f" (from a {type(pixel_values).__name__})"
+        raise InputError(f"pixel_values must be [batch, channels, height, width], got shape {x.shape}{given}")
     if x.shape[1] != num_channels:
         raise InputError(
             f"pixel_values has {x.shape[1]} channels (shape {x.shape}), the model expects {num_channels} in NCHW order"
         )
-    if x.dtype.kind not in "fiu":
-        raise InputError(f"pixel_values must be a real-valued array, got dtype {x.dtype}")
+    if x.dtype.kind in "iub":
+        raise InputError(
+            f"pixel_values has dtype {x.dtype}; the model takes normalised floating-point pixel values. Raw 0..255 "
+            "pixels would give wrong logits: run the image processor (npformer.preprocess), or cast to float32"
+        )
+    if x.dtype.kind != "f":
+        raise InputError(f"pixel_values must be a real floating-point array, got dtype {x.dtype}")
+    if x.shape[0] == 0:
+        raise InputError(f"pixel_values has batch size 0 (shape {x.shape}): no images to run")
     if min(x.shape[2:]) < 1:
         raise InputError(f"pixel_values has an empty image: shape {x.shape}")
-    return x.astype(dtype, copy=False)
+    source_dtype = x.dtype
+    with np.errstate(over="ignore"):  # float64 beyond float32's range becomes inf: refused just below
+        x = np.array(x, dtype=dtype, order="C", copy=True)
+    finite = np.isfinite(x)
+    if not finite.all():
+        where = [int(i) for i in np.argwhere(~finite)[0]]
+        nan = int(np.isnan(x).sum())
+        inf = int(x.size - finite.sum()) - nan
+        counts = " and ".join(f"{n} {what}" for n, what in ((nan, "NaN"), (inf, "inf")) if n)
+        if inf and source_dtype.itemsize > x.dtype.itemsize:
+            counts += f" (after conversion from {source_dtype} to {x.dtype}, whose range ends at ±{np.finfo(x.dtype).max:.3g})"
+        raise InputError(f"pixel_values holds {counts} of {x.size} values, first at index {where}: every logit would be NaN")
+    return x
 
 
 class PreTrainedModel:

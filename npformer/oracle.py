@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from .convert import ARCHITECTURE_FOR_HEADS, foreign_names
+from .errors import ConfigError
 from .layers import attention_bias_index
 
 # the model classes compared, with the head count each uses
@@ -42,7 +43,7 @@ def hf_model(config, weights: dict, num_heads: int, dtype=np.float32):
     import transformers
 
     if config.model_type == "swiftformer" and config.attention_generation != "v1":
-        raise ValueError("transformers' SwiftFormer implements attention generation v1 only")
+        raise ConfigError("transformers' SwiftFormer implements attention generation v1 only")
     config_cls = {"efficientformer": transformers.EfficientFormerConfig, "swiftformer": transformers.SwiftFormerConfig}
     fields = {k: v for k, v in config.to_dict().items() if k != "attention_generation"}  # npformer's, not transformers'
     hf_config = config_cls[config.model_type](**fields)
@@ -105,13 +106,13 @@ def timm_model(config, weights: dict, dtype=np.float32):
 
     if config.model_type == "efficientformer":
         if config.layer_norm_eps != 1e-5:
-            raise ValueError(f"timm's EfficientFormer uses LayerNorm eps 1e-5, the config says {config.layer_norm_eps}")
+            raise ConfigError(f"timm's EfficientFormer uses LayerNorm eps 1e-5, the config says {config.layer_norm_eps}")
         model = timm_ef.EfficientFormer(depths=tuple(config.depths), embed_dims=tuple(config.hidden_sizes),
                                         num_vit=config.num_meta3d_blocks, num_classes=config.num_labels)
         filter_fn = timm_ef.checkpoint_filter_fn
     else:
         if config.attention_generation != "v2":
-            raise ValueError("timm's SwiftFormer implements attention generation v2 only")
+            raise ConfigError("timm's SwiftFormer implements attention generation v2 only")
         model = timm_sf.SwiftFormer(layers=list(config.depths), embed_dims=list(config.embed_dims),
                                     num_classes=config.num_labels)
         filter_fn = timm_sf.checkpoint_filter_fn

@@ -93,12 +93,14 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import numbers
+import os
+import threading
+import warnings
 from typing import Any, Callable, Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from npformer.errors import ConfigError, ImageError, InputError
 
@@ -170,7 +172,7 @@ def to_rgb(image: Image.Image) -> Image.Image:
     * I (32-bit signed int; Pillow decodes 16-bit PGM/PPM this way): treated as 16-bit data,
       clipped to 0..65535, then v >> 8 as above.
 
-    EXIF orientation is not applied (neither HF nor `convert("RGB")` applies it).
+    EXIF orientation is not applied here (see `load_image`).
     """
     mode = image.mode
     if mode in _MODES_16BIT or mode == "I":
@@ -184,19 +186,41 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def load_image(image: Union[str, "os.PathLike[str]", Image.Image]) -> Image.Image:
+# Pillow only *warns* (DecompressionBombWarning) for images between MAX_IMAGE_PIXELS and twice
+# that, and decodes them; npformer turns the warning into an ImageError. warnings.catch_warnings
+# changes process-wide state, so npformer's own threads take turns (see load_image).
+_PILLOW_WARNINGS = threading.Lock()
+
+
+def _bomb_error(path: str, err: BaseException) -> ImageError:
+    return ImageError(
+        f"{path}: refused as a possible decompression bomb: {err} (the limit is PIL.Image.MAX_IMAGE_PIXELS = "
+        f"{Image.MAX_IMAGE_PIXELS}; raise it, or set it to None, only for files you trust)"
+    )
+
+
+def load_image(image: Union[str, "os.PathLike[str]", Image.Image], *, exif_orientation: bool = False) -> Image.Image:
     """Open `image` (a path or a PIL image) and return a fully decoded 8-bit RGB PIL image.
 
-    Every Pillow mode is converted as described in `to_rgb`. A multi-frame file (GIF, TIFF) gives
-    its first frame. Raises `ImageError` naming the path and the reason for a missing path, a
-    directory, a file Pillow cannot identify, or one that fails to decode (truncated or corrupt).
+    Every Pillow mode is converted as described in `to_rgb`. A multi-frame file (GIF, APNG, TIFF)
+    gives its first frame. Raises `ImageError` naming the path and the reason for a missing path, a
+    directory, a file Pillow cannot identify, one that fails to decode (truncated or corrupt), and
+    one of more than `PIL.Image.MAX_IMAGE_PIXELS` pixels (Pillow's decompression-bomb limit,
+    89,478,485 by default; Pillow itself only warns below twice that and decodes the image anyway).
     Truncated files are only caught while `PIL.ImageFile.LOAD_TRUNCATED_IMAGES` is False (the
     default).
+
+    EXIF orientation is ignored by default, as transformers' image processors ignore it on a PIL
+    image (measured with transformers 4.40.2: `EfficientFormerImageProcessor` gives the same
+    pixel values for `Image.open(p)` and `Image.open(p).convert("RGB")` of an orientation-6 JPEG),
+    and as `Image.open(p).convert("RGB")`, torchvision's / timm's loaders and the original repos'
+    evaluation do. `exif_orientation=True` applies it first (`PIL.ImageOps.exif_transpose`), which
+    is what `transformers.image_utils.load_image` -- used by transformers' pipelines -- does.
     """
     if isinstance(image, Image.Image):
         try:
             image.load()
-            return to_rgb(image)
+            return to_rgb(ImageOps.exif_transpose(image) if exif_orientation else image)
         except Exception as err:  # noqa: BLE001 - any decoder failure is reported the same way
             raise ImageError(f"cannot decode PIL image (mode {image.mode!r}): {type(err).__name__}: {err}") from err
     try:
@@ -212,14 +236,16 @@ def load_image(image: Union[str, "os.PathLike[str]", Image.Image]) -> Image.Imag
     if os.path.isdir(path):
         raise ImageError(f"{path}: is a directory, not an image file")
     try:
-        with Image.open(path) as opened:
-            opened.load()
-            rgb = to_rgb(opened)
-            rgb.load()
+        with _PILLOW_WARNINGS, warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as opened:
+                opened.load()
+                rgb = to_rgb(ImageOps.exif_transpose(opened) if exif_orientation else opened)
+                rgb.load()
     except UnidentifiedImageError as err:
         raise ImageError(f"{path}: not an image file Pillow can identify") from err
-    except Image.DecompressionBombError as err:
-        raise ImageError(f"{path}: refused as a decompression bomb: {err}") from err
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        raise _bomb_error(path, err) from err
     except Exception as err:  # noqa: BLE001 - OSError, SyntaxError, ValueError, EOFError, ...
         raise ImageError(f"{path}: cannot decode image (truncated or corrupt?): {type(err).__name__}: {err}") from err
     return rgb
@@ -270,7 +296,18 @@ def get_resize_output_size(height: int, width: int, shortest_edge: int) -> Tuple
 
 
 def resize(image: np.ndarray, height: int, width: int, resample: int) -> np.ndarray:
-    """[H, W, 3] uint8 -> [height, width, 3] uint8, with PIL `Image.resize` (as HF does)."""
+    """[H, W, 3] uint8 -> [height, width, 3] uint8, with PIL `Image.resize` (as HF does).
+
+    An output of more than `PIL.Image.MAX_IMAGE_PIXELS` pixels raises `ImageError`: a shortest-edge
+    resize of an extreme aspect ratio (1 x 4000 -> 256 x 1,024,000) would take gigabytes to make
+    pixels the center crop then throws away."""
+    limit = Image.MAX_IMAGE_PIXELS
+    if limit is not None and height * width > limit:
+        raise ImageError(
+            f"resizing a {image.shape[0]}×{image.shape[1]} image to {height}×{width} would make {height * width:,} "
+            f"pixels, more than PIL.Image.MAX_IMAGE_PIXELS = {limit:,}: its aspect ratio is too extreme for this "
+            "resize; crop it first"
+        )
     pil = Image.fromarray(image)
     return np.asarray(pil.resize((width, height), resample=resample, reducing_gap=None))
 

@@ -29,16 +29,20 @@ transposes are saved as views: a size/stride/offset over a shared storage.
 Why the restricted unpickler is safe: unpickling runs a small program. GLOBAL and STACK_GLOBAL
 fetch any importable object by name (``os.system``) and REDUCE calls it. Every such name goes
 through ``find_class``, which here only hands out the harmless stand-ins of ``_SAFE_GLOBALS``
-and raises UnsafePickleError for anything else, before anything is called. The opcodes that
-act on existing objects (SETITEM, APPEND, NEWOBJ, BUILD) can then only reach built-in
-containers and our stand-ins; BUILD, which sets attributes, is refused by all of them except
-OrderedDict, where the ``_metadata`` that ``state_dict()`` attaches is dropped.
+and raises UnsafePickleError for anything else, before anything is called. The EXT opcodes,
+which fetch globals from copyreg's extension cache without find_class, are refused by reading
+every pickle's opcodes before it is unpickled. The opcodes that act on existing objects
+(SETITEM, APPEND, NEWOBJ, BUILD) can then only reach built-in containers and our stand-ins;
+BUILD, which sets attributes, is refused by all of them except OrderedDict, where the
+``_metadata`` that ``state_dict()`` attaches is dropped.
 """
 
 from __future__ import annotations
 
+import io
 import os
 import pickle
+import pickletools
 import struct
 import zipfile
 from collections import OrderedDict
@@ -188,14 +192,82 @@ _SAFE_GLOBALS: dict[tuple[str, str], _Sealed] = {
 _StorageReader = Callable[[str, _StorageKind, int], np.ndarray] | None
 
 
+_OPCODES = {op.code.encode("latin-1"): op for op in pickletools.opcodes}
+_EXTENSION_OPCODES = ("EXT1", "EXT2", "EXT4")
+# the byte count and signedness of a counted argument's length prefix, by pickletools' `n` code
+_COUNT_PREFIX = {pickletools.TAKEN_FROM_ARGUMENT1: (1, False), pickletools.TAKEN_FROM_ARGUMENT4: (4, True),
+                 pickletools.TAKEN_FROM_ARGUMENT4U: (4, False), pickletools.TAKEN_FROM_ARGUMENT8U: (8, False)}
+
+
+def _opcodes(file: IO[bytes], end: int):
+    """(opcode name, raw argument) of each opcode of the pickle at `file`'s position, up to STOP.
+
+    Like pickletools.genops, but arguments are not decoded (no warnings from odd strings) and
+    counted ones (bytes, strings) are skipped by seeking, never read: a bogus length cannot make
+    anything allocate. Raises ValueError for bytes that are not a whole pickle.
+    """
+    while True:
+        code = file.read(1)
+        if code not in _OPCODES:
+            raise ValueError(f"no pickle opcode at byte {file.tell() - len(code)} ({code!r})")
+        op = _OPCODES[code]
+        arg = b""
+        if op.arg is not None and op.arg.n >= 0:
+            arg = file.read(op.arg.n)
+        elif op.arg is not None and op.arg.n == pickletools.UP_TO_NEWLINE:
+            for _ in range(2 if op.arg.name.endswith("_pair") else 1):  # GLOBAL, INST: module and name lines
+                arg += file.readline()
+        elif op.arg is not None:
+            width, signed = _COUNT_PREFIX[op.arg.n]
+            count = int.from_bytes(file.read(width), "little", signed=signed)
+            if count < 0 or file.tell() + count > end:
+                raise ValueError(f"{op.name} at byte {file.tell() - width - 1} claims {count} bytes past the end")
+            file.seek(count, os.SEEK_CUR)
+        if file.tell() > end or (op.arg is not None and op.arg.n > 0 and len(arg) < op.arg.n):
+            raise ValueError(f"the pickle ends inside {op.name}")
+        yield op.name, arg
+        if op.name == "STOP":
+            return
+
+
+def _refuse_extension_opcodes(file: IO[bytes], path: str) -> None:
+    """Read the next pickle's opcodes (up to STOP) and rewind; refuse the extension-registry ones.
+
+    EXT1/EXT2/EXT4 name a global by a number registered with copyreg.add_extension. Once a number
+    has been resolved anywhere in the process, pickle takes the object from copyreg's cache
+    without asking find_class, so the allow-list would be bypassed (and a stand-in of ours would
+    be cached for everyone else). torch never writes these opcodes. Bytes that are not a whole
+    pickle raise ValueError (reported as a malformed file), not UnsafePickleError.
+    """
+    start = file.tell()
+    end = file.seek(0, os.SEEK_END)
+    file.seek(start)
+    extension = None
+    for name, arg in _opcodes(file, end):
+        if name in _EXTENSION_OPCODES and extension is None:
+            extension = f"{name} (code {int.from_bytes(arg, 'little', signed=name == 'EXT4')})"
+    if extension:  # only a well-formed pickle is called unsafe; garbage is reported as garbage
+        raise UnsafePickleError(
+            f"refusing to load {path}: its pickle uses the extension-registry opcode {extension}, which torch "
+            "never writes and which can fetch a global past the allow-list; npformer never executes code "
+            "from a checkpoint"
+        )
+    file.seek(start)
+
+
 class _RestrictedUnpickler(pickle.Unpickler):
     """An Unpickler that resolves globals only from _SAFE_GLOBALS and storages via `read`."""
 
     def __init__(self, file: IO[bytes], path: str, read: _StorageReader = None) -> None:
         super().__init__(file)
+        self.file = file
         self.path = path
         self.read = read
         self.storages: dict[str, _Storage] = {}
+
+    def load(self) -> object:
+        _refuse_extension_opcodes(self.file, self.path)
+        return super().load()
 
     def find_class(self, module: str, name: str) -> _Sealed:
         if (module, name) in _SAFE_GLOBALS:
@@ -254,8 +326,8 @@ def _load_zip(file: IO[bytes], path: str) -> object:
                 raise WeightFileError(f"cannot load {path}: storage {name} is missing")
             return _storage_array(archive.read(name), kind, numel, order, f"storage {name}")
 
-        with archive.open(f"{prefix}/data.pkl") as pickled:
-            return _RestrictedUnpickler(pickled, path, read_storage).load()
+        pickled = io.BytesIO(archive.read(f"{prefix}/data.pkl"))  # seekable: its opcodes are checked first
+        return _RestrictedUnpickler(pickled, path, read_storage).load()
 
 
 def _read_exactly(file: IO[bytes], count: int, path: str) -> bytes:

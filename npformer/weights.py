@@ -22,13 +22,17 @@ and optionally, for weights npformer trained itself (the demo weights):
     dataset, split, heldout_accuracy_pytorch, training    where the weights came from
 
 The expected key set and shapes for a config come from the model module (`weight_schema`); the
-check here reports every missing key, unexpected key, shape and dtype mismatch by name.
+check here reports every missing key, unexpected key, shape and dtype mismatch by name
+(CheckpointMismatchError), then refuses values no trained model has: NaN, ±inf, values beyond
+float32's range, negative BatchNorm variances (WeightFileError, each tensor with its count).
 """
 
 from __future__ import annotations
 
 import datetime
 import json
+import re
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -86,35 +90,83 @@ def save_weights(path, tensors: dict, metadata: dict) -> None:
     save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(path), metadata=metadata)
 
 
+# safetensors dtype names npformer reads, and how: NumPy has no bfloat16, so BF16 tensors are read
+# from the raw bytes (a bfloat16 is the top half of a float32: exact). Anything else (F8_*, F4, ...)
+# is refused by name; integer, bool and complex tensors load and are refused by `check_tensors`.
+_SAFETENSORS_DTYPES = ("F16", "BF16", "F32", "F64", "I8", "I16", "I32", "I64", "U8", "U16", "U32", "U64",
+                       "BOOL", "C64", "C128")
+
+
+def _read_bf16(path: Path, key: str, shape) -> np.ndarray:
+    """A BF16 tensor as float32, read from the file's own header and data offsets."""
+    with open(path, "rb") as f:
+        (n,) = struct.unpack("<Q", f.read(8))
+        entry = json.loads(f.read(n))[key]
+        start, end = entry["data_offsets"]
+        f.seek(8 + n + start)
+        raw = f.read(end - start)
+    bits = np.frombuffer(raw, dtype="<u2").astype(np.uint32) << 16
+    return bits.view(np.float32).reshape(shape)
+
+
 def read_safetensors(path) -> tuple[dict, dict]:
-    """All tensors and the metadata of any safetensors file, with errors that name the file."""
+    """All tensors and the metadata of any safetensors file, with errors that name the file (and
+    the key, for a tensor npformer cannot read)."""
     from safetensors import safe_open
 
     path = Path(path)
     if not path.is_file():
         raise WeightFileError(f"{path}: no such file" if not path.exists() else f"{path}: not a file")
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if size < 8:
+        raise WeightFileError(f"{path}: not a readable safetensors file ({size} bytes; the header length alone takes 8)")
+    (header_length,) = struct.unpack("<Q", head)
+    if 8 + header_length > size:
+        raise WeightFileError(
+            f"{path}: not a readable safetensors file (its header length {header_length:,} is larger than the "
+            f"{size:,}-byte file: truncated, or not a safetensors file)"
+        )
     try:
         with safe_open(str(path), framework="numpy") as f:
             metadata = f.metadata() or {}
-            tensors = {key: f.get_tensor(key) for key in f.keys()}
+            tensors = {}
+            for key in f.keys():
+                dtype, shape = f.get_slice(key).get_dtype(), f.get_slice(key).get_shape()
+                if dtype not in _SAFETENSORS_DTYPES:
+                    raise WeightFileError(
+                        f"{path}: tensor {key!r} has dtype {dtype}, which npformer cannot read "
+                        "(it reads F16, BF16, F32 and F64 weights)"
+                    )
+                tensors[key] = _read_bf16(path, key, shape) if dtype == "BF16" else f.get_tensor(key)
+    except WeightFileError:
+        raise
     except Exception as err:  # safetensors raises its own SafetensorError and OSError/ValueError/TypeError
         raise WeightFileError(f"{path}: not a readable safetensors file ({err})") from None
     return tensors, metadata
 
 
 def validate_metadata(path, metadata: dict) -> None:
-    """Refuse files that are not npformer weight files, come from a future format, or lack a config."""
+    """Refuse files that are not npformer weight files, have no, a malformed or an unknown (older or
+    future) format version, or lack a config."""
     if metadata.get("format") != FORMAT:
         raise WeightFileError(
             f"{path}: not an npformer weight file (metadata format={metadata.get('format')!r}); "
             "convert it first with `npformer convert SRC DST`"
         )
-    version = metadata.get("format_version", "")
-    if not version.isdigit() or int(version) > FORMAT_VERSION:
+    version = metadata.get("format_version")
+    if version is None:
+        raise WeightFileError(f"{path}: metadata has no format_version; convert the source checkpoint again")
+    if not re.fullmatch(r"[0-9]{1,18}", version):
+        raise WeightFileError(f"{path}: metadata format_version {version!r} is not a version number")
+    if int(version) > FORMAT_VERSION:
         raise WeightFileError(
             f"{path}: npformer format version {version!r} is newer than this npformer understands "
             f"({FORMAT_VERSION}); upgrade npformer"
         )
+    if int(version) < 1:
+        raise WeightFileError(f"{path}: npformer format version {version!r} never existed (versions start at 1)")
     try:
         config = json.loads(metadata["config"])
     except (KeyError, json.JSONDecodeError) as err:
@@ -135,24 +187,66 @@ def metadata_config(metadata: dict) -> dict:
     return json.loads(metadata["config"])
 
 
+def _names(keys: list, limit: int = 10) -> str:
+    """"a, b, c" — at most `limit` names, then how many more (messages stay one readable line)."""
+    shown = ", ".join(keys[:limit])
+    return shown + (f", ... (+{len(keys) - limit} more)" if len(keys) > limit else "")
+
+
 def check_tensors(tensors: dict, schema: dict, source: str) -> None:
-    """Strict check of tensors against a schema {name: (shape, dtype kind)}; every problem by name."""
+    """Strict check of tensors against a schema {name: shape}; every problem by name.
+
+    Structure (missing / unexpected keys, shapes, non-float dtypes) -> CheckpointMismatchError;
+    then values (`check_values`) -> WeightFileError."""
     problems = []
     missing = sorted(set(schema) - set(tensors))
     unexpected = sorted(set(tensors) - set(schema))
     if missing:
-        problems.append(f"missing keys ({len(missing)}): {', '.join(missing)}")
+        problems.append(f"missing keys ({len(missing)}): {_names(missing)}")
     if unexpected:
-        problems.append(f"unexpected keys ({len(unexpected)}): {', '.join(unexpected)}")
+        problems.append(f"unexpected keys ({len(unexpected)}): {_names(unexpected)}")
     for name in sorted(set(schema) & set(tensors)):
         shape = tuple(schema[name])
         got = tensors[name]
-        if tuple(got.shape) != shape:
+        if not isinstance(got, np.ndarray):
+            problems.append(f"{name}: expected an array, got {type(got).__name__}")
+        elif tuple(got.shape) != shape:
             problems.append(f"{name}: expected shape {shape}, got {tuple(got.shape)}")
         elif got.dtype.kind != "f":
             problems.append(f"{name}: expected a floating-point tensor, got {got.dtype}")
     if problems:
         raise CheckpointMismatchError(f"{source}: " + "; ".join(problems))
+    check_values(tensors, source)
+
+
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def check_values(tensors: dict, source: str) -> None:
+    """Refuse weights that can only give wrong answers: NaN or ±inf anywhere (every logit downstream
+    would be NaN, or a silently wrong class), values beyond float32's range (inf in a float32 model
+    and in every npformer file), and negative BatchNorm running variances (the normaliser
+    sqrt(var + eps) would be NaN). Raises WeightFileError naming each tensor and count."""
+    problems = []
+    for name in sorted(tensors):
+        values = tensors[name]
+        if values.dtype.kind != "f" or values.size == 0:
+            continue
+        finite = np.isfinite(values)
+        if not finite.all():
+            nan = int(np.isnan(values).sum())
+            inf = int(values.size - finite.sum()) - nan
+            counts = " and ".join(f"{n} {what}" for n, what in ((nan, "NaN"), (inf, "inf")) if n)
+            problems.append(f"{name} ({counts} of {values.size} values)")
+        elif values.dtype.itemsize > 4 and np.abs(values).max() > _FLOAT32_MAX:  # inf once stored as float32
+            problems.append(f"{name} ({int((np.abs(values) > _FLOAT32_MAX).sum())} values beyond float32's range)")
+        elif name.endswith("running_var") and (values < 0).any():
+            problems.append(f"{name} ({int((values < 0).sum())} negative variances, min {float(values.min()):.3g})")
+    if problems:
+        raise WeightFileError(
+            f"{source}: {len(problems)} tensor{'s hold' if len(problems) > 1 else ' holds'} values no trained model has, "
+            f"which can only give NaN or wrong logits: {_names(problems, 5)}"
+        )
 
 
 def count_parameters(tensors: dict) -> int:
