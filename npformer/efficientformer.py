@@ -30,7 +30,7 @@ from .fuse import AFTER, is_folded
 from .layers import ACTIVATIONS, batch_norm, conv2d, gather_attention_bias, layer_norm, linear, multi_head_attention
 from .layers import pool_mixer, relu
 from .losses import classification_loss
-from .modeling import PreTrainedModel, as_pixel_values, bn_schema, conv_schema, linear_schema
+from .modeling import PreTrainedModel, as_pixel_values, check_finite_output, bn_schema, conv_schema, linear_schema
 from .outputs import BaseModelOutput, EfficientFormerForImageClassificationWithTeacherOutput, ImageClassifierOutput
 from .trace import no_trace
 from .weights import Params
@@ -238,6 +238,7 @@ class EfficientFormerPreTrainedModel(PreTrainedModel):
         tokens, hidden_states, attentions = encoder(x, self.params, self.config, trace)
         p = self.params
         last = trace("norm", layer_norm(tokens, p["norm.weight"], p["norm.bias"], self.config.layer_norm_eps))
+        check_finite_output(last, "last hidden state", x)
         return BaseModelOutput(
             last_hidden_state=last,
             hidden_states=tuple(hidden_states) if output_hidden_states else None,

@@ -35,6 +35,7 @@ import numpy as np
 
 from . import layers
 from .erf import gelu_tanh
+from .errors import InputError
 
 REPO = Path(__file__).resolve().parent.parent
 DEMO_WEIGHTS = {
@@ -108,7 +109,7 @@ def choose_model(family: str, weights=None, seeded_variant: str | None = None, d
     from .cli import load_model, make_processor
 
     if family not in DEMO_WEIGHTS:
-        raise ValueError(f"family must be one of {sorted(DEMO_WEIGHTS)}, got {family!r}")
+        raise InputError(f"family must be one of {sorted(DEMO_WEIGHTS)}, got {family!r}")
     env = os.environ if env is None else env
     notes = []
     candidates = []
@@ -418,7 +419,7 @@ def tokens_to_map(tokens) -> np.ndarray:  # [B, N, C] -> [B, C, R, R]
     B, N, C = np.shape(tokens)
     R = math.isqrt(N)
     if R * R != N:
-        raise ValueError(f"{N} tokens are not a square grid")
+        raise InputError(f"{N} tokens are not a square grid")
     return np.asarray(tokens).transpose(0, 2, 1).reshape(B, C, R, R)
 
 
@@ -456,7 +457,7 @@ def attention_maps(probs, query=None) -> np.ndarray:  # [h, N, N] -> [h, R, R]
     h, N, _ = probs.shape
     R = math.isqrt(N)
     if R * R != N:
-        raise ValueError(f"attention over {N} tokens is not a square grid")
+        raise InputError(f"attention over {N} tokens is not a square grid")
     rows = probs.mean(axis=1) if query is None else probs[:, query, :]  # [h, N]
     return rows.reshape(h, R, R)
 
@@ -467,7 +468,7 @@ def upsample_onto_image(maps, height, width, keep="sum") -> np.ndarray:  # [h, R
     keep="sum": the value is spread evenly over those pixels, so every map keeps its sum (a map of
     probabilities still sums to 1); keep="value": each pixel simply takes its token's value."""
     if keep not in ("sum", "value"):
-        raise ValueError(f"keep must be 'sum' or 'value', got {keep!r}")
+        raise InputError(f"keep must be 'sum' or 'value', got {keep!r}")
     maps = np.asarray(maps, dtype=np.float64)
     h, R, RC = maps.shape
     ry = np.arange(height) * R // height  # [height] token row of each pixel row
@@ -496,7 +497,7 @@ def additive_attention_steps(x, weights: dict, name: str, generation: str) -> di
 
     The model computes the same in `npformer.swiftformer.additive_attention`."""
     if generation not in ("v1", "v2"):
-        raise ValueError(f"generation must be 'v1' or 'v2', got {generation!r}")
+        raise InputError(f"generation must be 'v1' or 'v2', got {generation!r}")
 
     def w(key):
         return weights[f"{name}.{key}"]
@@ -633,7 +634,7 @@ def simulated_port(model, mistake: str):
         other = {"v1": "v2", "v2": "v1"}[config.attention_generation]
         config = dataclasses.replace(config, attention_generation=other)
     else:
-        raise ValueError(f"unknown mistake {mistake!r}; known: {', '.join(MISTAKES)}")
+        raise InputError(f"unknown mistake {mistake!r}; known: {', '.join(MISTAKES)}")
     return type(model)(config, weights, dtype=model.dtype)
 
 

@@ -4,6 +4,7 @@ saving, the pixel-value check, and the small helpers the weight schemas are writ
 from __future__ import annotations
 
 import copy
+from types import MappingProxyType
 
 import numpy as np
 
@@ -87,6 +88,14 @@ def as_pixel_values(pixel_values, num_channels: int, dtype) -> np.ndarray:  # [B
     return x
 
 
+def check_finite_output(x: np.ndarray, name: str, pixel_values: np.ndarray) -> np.ndarray:
+    """x, or an InputError when finite pixel values overflowed inside the model (|x| ~ 1e37 does)."""
+    if not np.isfinite(x).all():
+        raise InputError(f"the model's {name} are not finite: pixel values up to {np.abs(pixel_values).max():.3g} overflow "
+                         f"{x.dtype} inside the network; normalised pixel values are O(1)")
+    return x
+
+
 class PreTrainedModel:
     """Config + weights. Subclasses set `family`, `num_heads` (classifier heads they use) and
     `weight_schema` (config, num_heads) -> {name: shape}."""
@@ -113,9 +122,13 @@ class PreTrainedModel:
 
             weights = seeded_weights(config, num_heads=self.num_heads)
         check_tensors(weights, self.weight_schema(config, self.num_heads), source=type(self).__name__)
-        self.weights = {k: np.asarray(v, dtype=self.dtype) for k, v in weights.items()}
-        for v in self.weights.values():
-            v.flags.writeable = False  # a forward can never change the model
+        self._set_weights({k: np.array(v, dtype=self.dtype, copy=True) for k, v in weights.items()})
+
+    def _set_weights(self, weights: dict) -> None:
+        """Own `weights` read-only: neither a forward nor a caller can change or rebind one."""
+        for v in weights.values():
+            v.flags.writeable = False
+        self.weights = MappingProxyType(weights)
         self.params = Params(self.weights)
 
     def fuse(self):
@@ -127,11 +140,8 @@ class PreTrainedModel:
         if self.fused:
             return self
         model = copy.copy(self)
-        folds = self.batch_norm_folds(self.config)
-        model.weights = fold_batch_norms(self.weights, folds, self.config.batch_norm_eps, self.dtype)
-        for v in model.weights.values():
-            v.flags.writeable = False
-        model.params = Params(model.weights)
+        model._set_weights(fold_batch_norms(self.weights, self.batch_norm_folds(self.config), self.config.batch_norm_eps,
+                                            self.dtype))
         model.fused = True
         return model
 

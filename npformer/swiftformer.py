@@ -32,7 +32,7 @@ from .config import SwiftFormerConfig
 from .fuse import AFTER, BEFORE, is_folded
 from .layers import ACTIVATIONS, batch_norm, conv2d, gelu, l2_normalize, linear, relu, softmax
 from .losses import classification_loss
-from .modeling import PreTrainedModel, as_pixel_values, bn_schema, conv_schema, linear_schema
+from .modeling import PreTrainedModel, as_pixel_values, check_finite_output, bn_schema, conv_schema, linear_schema
 from .outputs import BaseModelOutputWithNoAttention, ImageClassifierOutputWithNoAttention
 from .trace import no_trace
 from .weights import Params
@@ -227,6 +227,7 @@ class SwiftFormerModel(SwiftFormerPreTrainedModel):
         trace = no_trace if trace is None else trace
         x = as_pixel_values(pixel_values, self.config.num_channels, self.dtype)
         last, hidden_states = encoder(x, self.params, self.config, trace)
+        check_finite_output(last, "last hidden state", x)
         return BaseModelOutputWithNoAttention(last, tuple(hidden_states) if output_hidden_states else None)
 
 
@@ -239,6 +240,7 @@ class SwiftFormerForImageClassification(SwiftFormerPreTrainedModel):
         trace = no_trace if trace is None else trace
         x = as_pixel_values(pixel_values, self.config.num_channels, self.dtype)
         last, hidden_states = encoder(x, self.params, self.config, trace)
+        check_finite_output(last, "last hidden state", x)
         p = self.params
         pooled = trace("pooled", bn(last, p, "norm", self.config, trace).mean(axis=(2, 3)))  # [B, C]
         if self.config.num_labels == 0:

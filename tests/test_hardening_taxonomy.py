@@ -36,6 +36,7 @@ NOT_NPFORMER_ERRORS = {
     ("modeling.py", "NotImplementedError"): "abstract method",
     ("preprocess.py", "NotImplementedError"): "abstract method",
     ("preprocess.py", "AttributeError"): "BatchFeature.__getattr__: the attribute protocol requires it",
+    ("plots.py", "ImportError"): "matplotlib (the notebooks extra) is missing: an ImportError is what callers expect",
 }
 
 
