@@ -7,7 +7,8 @@
 Every model holds the same seeded weights (npformer.seeded) and sees the same input. For each
 variant and batch size the implementations run *interleaved*, one forward each per round, so a
 noisy machine slows them all alike; the table gives the median per image over the rounds and
-the ratios npformer / PyTorch and npformer / onnxruntime from that one run.
+the ratios npformer / PyTorch and npformer / onnxruntime from that one run. Each timed forward
+starts after a 0.2 s pause (`SETTLE`), so no library's idle-spinning threads slow the next one.
 
     npformer        the fused fast path (`model.fuse()`), float32
     transformers    transformers 4.40.2 on torch (EfficientFormer; SwiftFormer with attention v1)
@@ -33,7 +34,6 @@ from pathlib import Path
 import numpy as np
 
 import npformer
-from npformer import parallel
 from npformer.convert import ARCHITECTURE_FOR_HEADS
 from npformer.parity import reference_config, seeded_pixels
 from npformer.seeded import seeded_weights
@@ -114,6 +114,13 @@ def contenders(name: str, tmp: Path, with_onnx: bool) -> dict:
 # measuring
 
 
+# seconds of rest before each timed forward: OpenBLAS (NumPy's) keeps its worker threads spinning
+# for ~0.1 s after a matrix product and OpenMP (torch's) for a moment after a parallel region;
+# without a pause those spinning threads take a core from whichever library runs next (measured:
+# both npformer and torch ran ~2x slower back to back than alone)
+SETTLE = 0.2
+
+
 def interleaved(runs: dict, batch: int, reps: int) -> dict:
     """{label: median ms per image} over `reps` rounds, each round one forward of every contender."""
     x = seeded_pixels(batch)
@@ -125,6 +132,7 @@ def interleaved(runs: dict, batch: int, reps: int) -> dict:
     times = {label: [] for label in runs}
     for _ in range(reps):
         for label, run in runs.items():
+            time.sleep(SETTLE)
             start = time.perf_counter()
             run(x)
             times[label].append((time.perf_counter() - start) * 1e3 / batch)
@@ -205,7 +213,7 @@ def machine() -> str:
     return (f"{time.strftime('%Y-%m-%d')}, {cpu}, {len(os.sched_getaffinity(0))} cores, "
             f"Python {platform.python_version()}, NumPy {np.__version__}, torch {torch.__version__}, "
             f"transformers {transformers.__version__}, onnxruntime {ort}, "
-            f"npformer {npformer.__version__} ({parallel.get_num_threads()} threads)")
+            f"npformer {npformer.__version__}")
 
 
 def ratio(a, b):

@@ -17,7 +17,6 @@ from __future__ import annotations
 import numpy as np
 
 from .erf import gelu, gelu_tanh
-from .parallel import map_channel_blocks
 
 
 # ---------------------------------------------------------------------------------------------
@@ -40,8 +39,8 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, groups=1):  # [B, IC, H, W
     if KH == KW == 1 and stride == 1 and padding == 0 and groups == 1:
         out = np.matmul(weight.reshape(OC, IC), x.reshape(B, IC, H * W))  # [B, OC, N]
         out = out.reshape(B, OC, H, W)
-    elif groups == IC == OC and ICg == 1:  # channels are independent: blocks of them in parallel
-        out = map_channel_blocks(lambda xc, wc: _depthwise_conv2d(xc, wc, stride, padding), x, weight)
+    elif groups == IC == OC and ICg == 1:
+        out = _depthwise_conv2d(x, weight, stride, padding)
     else:
         out = _grouped_conv2d(x, weight, stride, padding, groups)
     if bias is not None:
@@ -214,15 +213,10 @@ def avg_pool2d_naive(x, kernel_size=3):  # [B, C, H, W] -> [B, C, H, W]
 
 
 def pool_mixer(x, kernel_size=3):  # [B, C, H, W] -> [B, C, H, W]
-    """EfficientFormer's pooling token mixer: avgpool(x) − x (the block adds x back).
-    Channels are independent, so blocks of them run in parallel (npformer.parallel)."""
-
-    def mix(xc):
-        mixed = avg_pool2d(xc, kernel_size)
-        mixed -= xc
-        return mixed
-
-    return map_channel_blocks(mix, x)
+    """EfficientFormer's pooling token mixer: avgpool(x) − x (the block adds x back)."""
+    mixed = avg_pool2d(x, kernel_size)
+    mixed -= x
+    return mixed
 
 
 # ---------------------------------------------------------------------------------------------

@@ -269,3 +269,26 @@ def test_gelu_matches_torch_float32():
     assert np.max(np.abs(gelu(x).astype(np.float64) - t) / ulp) <= TORCH32_ULPS
     tt = torch.nn.functional.gelu(torch.from_numpy(x), approximate="tanh").numpy()
     assert np.max(np.abs(gelu_tanh(x).astype(np.float64) - tt) / ulp) <= 4
+
+
+def test_gelu_float32_reads_phi_from_the_table_and_float64_uses_erf():
+    from npformer.erf import _PHI, _gelu_erf, _gelu_f32
+
+    x = np.random.default_rng(7).normal(0, 3, 5000)
+    assert np.array_equal(gelu(x), _gelu_erf(x))
+    x32 = x.astype(np.float32)
+    assert np.array_equal(gelu(x32), _gelu_f32(x32)) and gelu(x32).dtype == np.float32
+    assert _PHI.dtype == np.float32 and _PHI.size == 16 * 1024
+    # the two float32 paths agree to the stated bound; a coarser table (or a tanh GELU) would not
+    ref = _gelu_erf(x32.astype(np.float64))
+    assert np.max(np.abs(_gelu_f32(x32) - ref) / np.maximum(1, np.abs(x))) <= GELU32_SCALED
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_gelu_in_blocks_is_bit_identical(dtype):
+    from npformer.erf import _GELU_BLOCK, _gelu_erf, _gelu_f32
+
+    x = np.random.default_rng(8).normal(0, 3, (3, 2 * _GELU_BLOCK // 3 + 7)).astype(dtype)  # not a multiple of the block
+    kernel = _gelu_f32 if dtype == np.float32 else _gelu_erf
+    assert np.array_equal(gelu(x), kernel(x.reshape(-1)).reshape(x.shape))
+    assert np.array_equal(gelu(x.T), kernel(np.ascontiguousarray(x.T).reshape(-1)).reshape(x.T.shape))
