@@ -623,7 +623,9 @@ def build_parser() -> argparse.ArgumentParser:
                           "Input size: EfficientFormer needs 193–224 px inputs (its attention biases fix a 7×7 "
                           "grid); SwiftFormer takes any size.\n"
                           "Labels: the config's id2label if it has real names, else the ImageNet-1k names for a "
-                          "1000-class model, else 'class N'."),
+                          "1000-class model, else 'class N'.\n"
+                          "Speed: the model runs fused (each BatchNorm folded into its convolution; the same "
+                          "logits within 1e-5). 'npformer trace' runs it unfused, to record every layer."),
         epilog="examples:\n"
                "  npformer predict two_cats.png chelsea.jpg --weights efficientformer-l1.safetensors --top 3\n"
                "  npformer predict cat.png --weights SwiftFormer_XS.pth --attention v1 --processor original\n\n"
