@@ -235,9 +235,10 @@ class EfficientFormerPreTrainedModel(PreTrainedModel):
 
     def _features(self, pixel_values, output_hidden_states, output_attentions, trace):
         x = check_pixel_values(pixel_values, self.config, self.dtype)
-        tokens, hidden_states, attentions = encoder(x, self.params, self.config, trace)
         p = self.params
-        last = trace("norm", layer_norm(tokens, p["norm.weight"], p["norm.bias"], self.config.layer_norm_eps))
+        with np.errstate(over="ignore", invalid="ignore"):  # an overflow is reported below, once, by name
+            tokens, hidden_states, attentions = encoder(x, p, self.config, trace)
+            last = trace("norm", layer_norm(tokens, p["norm.weight"], p["norm.bias"], self.config.layer_norm_eps))
         check_finite_output(last, "last hidden state", x)
         return BaseModelOutput(
             last_hidden_state=last,

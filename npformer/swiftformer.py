@@ -226,7 +226,8 @@ class SwiftFormerModel(SwiftFormerPreTrainedModel):
     def __call__(self, pixel_values, output_hidden_states=False, trace=None):
         trace = no_trace if trace is None else trace
         x = as_pixel_values(pixel_values, self.config.num_channels, self.dtype)
-        last, hidden_states = encoder(x, self.params, self.config, trace)
+        with np.errstate(over="ignore", invalid="ignore"):  # an overflow is reported below, once, by name
+            last, hidden_states = encoder(x, self.params, self.config, trace)
         check_finite_output(last, "last hidden state", x)
         return BaseModelOutputWithNoAttention(last, tuple(hidden_states) if output_hidden_states else None)
 
@@ -239,7 +240,8 @@ class SwiftFormerForImageClassification(SwiftFormerPreTrainedModel):
     def __call__(self, pixel_values, labels=None, output_hidden_states=False, trace=None):
         trace = no_trace if trace is None else trace
         x = as_pixel_values(pixel_values, self.config.num_channels, self.dtype)
-        last, hidden_states = encoder(x, self.params, self.config, trace)
+        with np.errstate(over="ignore", invalid="ignore"):  # an overflow is reported below, once, by name
+            last, hidden_states = encoder(x, self.params, self.config, trace)
         check_finite_output(last, "last hidden state", x)
         p = self.params
         pooled = trace("pooled", bn(last, p, "norm", self.config, trace).mean(axis=(2, 3)))  # [B, C]
