@@ -90,7 +90,7 @@ weight = model.weights["stem.conv1.weight"][:8]  # at most 8 filters keep the lo
 bias = model.weights["stem.conv1.bias"][:8]
 OC, _, KH, KW = weight.shape
 stride, padding = 2, 1
-OH, OW = explain.conv_output_size(H, W, KH, KW, stride, padding)
+OH, OW = layers.conv_output_size(H, W, KH, KW, stride, padding)
 print("weight", weight.shape, "-> output", (B, OC, OH, OW))
 assert weight.shape == (OC, 3, 3, 3) and (OH, OW) == (56, 56)
 
@@ -112,7 +112,7 @@ assert out_loops.shape == (B, OC, OH, OW)
 # products gives the convolution.
 
 # %%
-views = [explain.shifted_view(x, i, j, OH, OW, stride, padding) for i in range(KH) for j in range(KW)]
+views = layers.shifted_windows(x, KH, KW, stride, padding)  # one view per offset (i, j)
 print(len(views), "views of shape", views[0].shape)  # KH·KW × [B, IC, OH, OW]
 assert len(views) == 9 and views[0].shape == (B, IC, OH, OW)
 out_offsets = explain.conv2d_kernel_offsets(x, weight, bias, stride=stride, padding=padding)
@@ -122,7 +122,7 @@ out_offsets = explain.conv2d_kernel_offsets(x, weight, bias, stride=stride, padd
 # output pixel. The convolution is then a single matrix product, `[OC, 27] @ [27, OH·OW]`.
 
 # %%
-cols = explain.im2col(x, KH, KW, stride, padding)
+cols = layers.im2col(x, KH, KW, stride, padding)
 print("im2col", cols.shape, " weight as a matrix", weight.reshape(OC, -1).shape)  # [B, 27, 3136], [OC, 27]
 assert cols.shape == (B, IC * KH * KW, OH * OW)
 out_im2col = explain.conv2d_im2col(x, weight, bias, stride=stride, padding=padding)
@@ -169,7 +169,7 @@ np.testing.assert_allclose(normed, textbook, rtol=1e-5, atol=1e-5)
 # BatchNorm of a model (`npformer/fuse.py`): the fast path.
 
 # %%
-alpha, shift = fuse.batch_norm_affine(bn["running_mean"], bn["running_var"], bn["weight"], bn["bias"], eps)  # [OC] each
+alpha, shift = layers.batch_norm_affine(bn["running_mean"], bn["running_var"], bn["weight"], bn["bias"], eps)  # [OC] each
 w_folded, b_folded = (a.astype(np.float32) for a in fuse.fold_after(weight, bias, alpha, shift))
 folded = layers.conv2d(x, w_folded, b_folded, stride=stride, padding=padding)
 print("folded weight", w_folded.shape, f"max |Δ| vs conv → BN = {np.abs(folded - normed).max():.1e}")

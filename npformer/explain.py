@@ -161,51 +161,28 @@ def pixels_to_image(pixel_values) -> np.ndarray:  # [1, 3, H, W] or [3, H, W] ->
 # convolution three ways (the loops are layers.conv2d_naive)
 
 
-def _pad(x, padding):  # [B, C, H, W] -> [B, C, H + 2p, W + 2p]
-    return np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding))) if padding else x
-
-
-def shifted_view(x, i, j, OH, OW, stride=1, padding=0):  # [B, C, H, W] -> [B, C, OH, OW]
-    """What kernel offset (i, j) sees at every output position: x_pad[:, :, s·y + i, s·x + j]."""
-    xp = _pad(x, padding)
-    return xp[:, :, i : i + stride * (OH - 1) + 1 : stride, j : j + stride * (OW - 1) + 1 : stride]
-
-
-def conv_output_size(H, W, KH, KW, stride=1, padding=0) -> tuple[int, int]:
-    """(OH, OW) = ((H + 2p − KH) // s + 1, (W + 2p − KW) // s + 1)."""
-    return (H + 2 * padding - KH) // stride + 1, (W + 2 * padding - KW) // stride + 1
-
-
 def conv2d_kernel_offsets(x, weight, bias=None, stride=1, padding=0):  # [B, IC, H, W] -> [B, OC, OH, OW]
     """Convolution as a sum over the KH·KW kernel offsets: out = Σ_{i,j} W[:, :, i, j] · shift_{i,j}(x).
 
     Each term is one [OC, IC] × [IC, OH·OW] matrix product: 9 of them for a 3×3 kernel."""
     B, IC, H, W = x.shape
     OC, _, KH, KW = weight.shape
-    OH, OW = conv_output_size(H, W, KH, KW, stride, padding)
+    OH, OW = layers.conv_output_size(H, W, KH, KW, stride, padding)
     out = np.zeros((B, OC, OH * OW), dtype=x.dtype)
-    for i in range(KH):
-        for j in range(KW):
-            window = shifted_view(x, i, j, OH, OW, stride, padding).reshape(B, IC, OH * OW)
-            out += np.matmul(weight[:, :, i, j], window)  # [OC, IC] @ [B, IC, N] -> [B, OC, N]
+    windows = layers.shifted_windows(x, KH, KW, stride, padding)  # KH·KW × [B, IC, OH, OW], (i, j) row-major
+    for t, window in enumerate(windows):
+        i, j = divmod(t, KW)
+        out += np.matmul(weight[:, :, i, j], window.reshape(B, IC, OH * OW))  # [OC, IC] @ [B, IC, N] -> [B, OC, N]
     out = out.reshape(B, OC, OH, OW)
     return out if bias is None else out + bias.reshape(1, OC, 1, 1)
 
 
-def im2col(x, KH, KW, stride=1, padding=0):  # [B, IC, H, W] -> [B, IC·KH·KW, OH·OW]
-    """Every receptive field as a column, rows in the weight's (ic, kh, kw) order."""
-    B, IC, H, W = x.shape
-    OH, OW = conv_output_size(H, W, KH, KW, stride, padding)
-    cols = np.stack([shifted_view(x, i, j, OH, OW, stride, padding) for i in range(KH) for j in range(KW)], axis=2)
-    return cols.reshape(B, IC * KH * KW, OH * OW)  # [B, IC, KH·KW, OH, OW] -> columns
-
-
 def conv2d_im2col(x, weight, bias=None, stride=1, padding=0):  # [B, IC, H, W] -> [B, OC, OH, OW]
-    """Convolution as one matrix product: W [OC, IC·KH·KW] @ im2col(x) [B, IC·KH·KW, OH·OW]."""
+    """Convolution as one matrix product: W [OC, IC·KH·KW] @ layers.im2col(x) [B, IC·KH·KW, OH·OW]."""
     B, IC, H, W = x.shape
     OC, _, KH, KW = weight.shape
-    OH, OW = conv_output_size(H, W, KH, KW, stride, padding)
-    out = np.matmul(weight.reshape(OC, -1), im2col(x, KH, KW, stride, padding)).reshape(B, OC, OH, OW)
+    OH, OW = layers.conv_output_size(H, W, KH, KW, stride, padding)
+    out = np.matmul(weight.reshape(OC, -1), layers.im2col(x, KH, KW, stride, padding)).reshape(B, OC, OH, OW)
     return out if bias is None else out + bias.reshape(1, OC, 1, 1)
 
 

@@ -1,7 +1,7 @@
 """Folding BatchNorm into the neighbouring convolution: an explicit load-time step.
 
 In eval mode a BatchNorm is a per-channel affine map, y = α·x + β′ with α = γ/√(var + eps) and
-β′ = β − mean·α (see `layers.batch_norm`). Next to a convolution, which is linear, that affine
+β′ = β − mean·α (`layers.batch_norm_affine`). Next to a convolution, which is linear, that affine
 map can be folded into the convolution's weight and bias, and the forward pass skips one full
 pass over the feature map:
 
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .layers import batch_norm_affine
 from .weights import Params
 
 AFTER, BEFORE = "after", "before"  # where the BatchNorm sits relative to its convolution
@@ -26,13 +27,6 @@ AFTER, BEFORE = "after", "before"  # where the BatchNorm sits relative to its co
 def is_folded(p: Params, norm: str) -> bool:
     """True when the BatchNorm `norm` has been folded into its convolution (its weights are gone)."""
     return f"{norm}.running_var" not in p
-
-
-def batch_norm_affine(running_mean, running_var, weight, bias, eps) -> tuple[np.ndarray, np.ndarray]:
-    """(α, β′) of an eval-mode BatchNorm, in float64: BN(x) = α·x + β′ per channel. [C] each."""
-    mean, var, gamma, beta = (np.asarray(v, np.float64) for v in (running_mean, running_var, weight, bias))
-    alpha = gamma / np.sqrt(var + eps)
-    return alpha, beta - mean * alpha
 
 
 def fold_after(conv_weight, conv_bias, alpha, shift):  # [OC, IC/g, KH, KW], [OC] -> the same
@@ -50,8 +44,8 @@ def fold_batch_norms(tensors: dict, folds, eps: float, dtype) -> dict:
     Computed in float64, rounded to `dtype` once."""
     out = dict(tensors)
     for conv, norm, where in folds:
-        alpha, shift = batch_norm_affine(*(tensors[f"{norm}.{k}"] for k in ("running_mean", "running_var", "weight", "bias")),
-                                         eps)
+        bn = (np.asarray(tensors[f"{norm}.{k}"], np.float64) for k in ("running_mean", "running_var", "weight", "bias"))
+        alpha, shift = batch_norm_affine(*bn, eps)
         fold = fold_after if where == AFTER else fold_before
         w, b = fold(np.asarray(tensors[f"{conv}.weight"], np.float64), np.asarray(tensors[f"{conv}.bias"], np.float64),
                     alpha, shift)

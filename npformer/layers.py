@@ -48,11 +48,15 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, groups=1):  # [B, IC, H, W
     return out
 
 
-def _shifted_windows(x, KH, KW, stride, padding):  # [B, C, H, W] -> KH·KW × [B, C, OH, OW]
-    """The input seen through each kernel offset (i, j): x_pad[:, :, i + s·oh, j + s·ow]."""
-    B, C, H, W = x.shape
-    OH = (H + 2 * padding - KH) // stride + 1
-    OW = (W + 2 * padding - KW) // stride + 1
+def conv_output_size(H, W, KH, KW, stride=1, padding=0) -> tuple[int, int]:
+    """(OH, OW) = ((H + 2p − KH) // s + 1, (W + 2p − KW) // s + 1)."""
+    return (H + 2 * padding - KH) // stride + 1, (W + 2 * padding - KW) // stride + 1
+
+
+def shifted_windows(x, KH, KW, stride=1, padding=0):  # [B, C, H, W] -> KH·KW × [B, C, OH, OW]
+    """The input seen through each kernel offset (i, j), in (i, j) row-major order:
+    x_pad[:, :, i + s·oh, j + s·ow] (views of the zero-padded input, no copies)."""
+    OH, OW = conv_output_size(*x.shape[2:], KH, KW, stride, padding)
     xp = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding))) if padding else x
     return [
         xp[:, :, i : i + stride * (OH - 1) + 1 : stride, j : j + stride * (OW - 1) + 1 : stride]
@@ -61,10 +65,18 @@ def _shifted_windows(x, KH, KW, stride, padding):  # [B, C, H, W] -> KH·KW × [
     ]
 
 
+def im2col(x, KH, KW, stride=1, padding=0):  # [B, IC, H, W] -> [B, IC·KH·KW, OH·OW]
+    """Every receptive field as a column, its rows in the conv weight's (ic, kh, kw) order."""
+    B, IC, H, W = x.shape
+    OH, OW = conv_output_size(H, W, KH, KW, stride, padding)
+    cols = np.stack(shifted_windows(x, KH, KW, stride, padding), axis=2)  # [B, IC, KH·KW, OH, OW]
+    return cols.reshape(B, IC * KH * KW, OH * OW)
+
+
 def _depthwise_conv2d(x, weight, stride, padding):  # [B, C, H, W] -> [B, C, OH, OW]
     C, _, KH, KW = weight.shape
     taps = weight.reshape(C, KH * KW)
-    windows = _shifted_windows(x, KH, KW, stride, padding)
+    windows = shifted_windows(x, KH, KW, stride, padding)
     out = windows[0] * taps[:, 0].reshape(1, C, 1, 1)
     for t in range(1, KH * KW):
         out += windows[t] * taps[:, t].reshape(1, C, 1, 1)
@@ -74,10 +86,8 @@ def _depthwise_conv2d(x, weight, stride, padding):  # [B, C, H, W] -> [B, C, OH,
 def _grouped_conv2d(x, weight, stride, padding, groups):  # [B, IC, H, W] -> [B, OC, OH, OW]
     B, IC, H, W = x.shape
     OC, ICg, KH, KW = weight.shape
-    windows = _shifted_windows(x, KH, KW, stride, padding)
-    OH, OW = windows[0].shape[2:]
-    cols = np.stack(windows, axis=2)  # [B, IC, KH·KW, OH, OW]
-    cols = cols.reshape(B, groups, ICg * KH * KW, OH * OW)  # weight's (ic, kh, kw) order
+    OH, OW = conv_output_size(H, W, KH, KW, stride, padding)
+    cols = im2col(x, KH, KW, stride, padding).reshape(B, groups, ICg * KH * KW, OH * OW)  # each group's rows
     w = weight.reshape(groups, OC // groups, ICg * KH * KW)
     out = np.matmul(w[None], cols)  # [B, groups, OC/groups, OH·OW]
     return out.reshape(B, OC, OH, OW)
@@ -87,8 +97,7 @@ def conv2d_naive(x, weight, bias=None, stride=1, padding=0, groups=1):  # [B, IC
     """Loop twin of `conv2d`: out[b, o, y, x] = Σ_{c, i, j} w[o, c, i, j] · in[b, g·ICg + c, s·y + i − p, s·x + j − p]."""
     B, IC, H, W = x.shape
     OC, ICg, KH, KW = weight.shape
-    OH = (H + 2 * padding - KH) // stride + 1
-    OW = (W + 2 * padding - KW) // stride + 1
+    OH, OW = conv_output_size(H, W, KH, KW, stride, padding)
     OCg = OC // groups
     out = np.zeros((B, OC, OH, OW), dtype=x.dtype)
     for b in range(B):
@@ -111,12 +120,16 @@ def conv2d_naive(x, weight, bias=None, stride=1, padding=0, groups=1):  # [B, IC
 # normalisation, linear, activations
 
 
-def batch_norm(x, running_mean, running_var, weight, bias, eps):  # [B, C, H, W] -> [B, C, H, W]
-    """BatchNorm in eval mode, computed as PyTorch's CPU kernel does: x·α + β′,
-    α = γ / √(var + eps), β′ = β − mean·α."""
-    C = x.shape[1]
+def batch_norm_affine(running_mean, running_var, weight, bias, eps):  # [C] each -> ([C], [C])
+    """(α, β′) of an eval-mode BatchNorm, BN(x) = α·x + β′: α = γ / √(var + eps), β′ = β − mean·α."""
     alpha = weight / np.sqrt(running_var + eps)
-    shift = bias - running_mean * alpha
+    return alpha, bias - running_mean * alpha
+
+
+def batch_norm(x, running_mean, running_var, weight, bias, eps):  # [B, C, H, W] -> [B, C, H, W]
+    """BatchNorm in eval mode, computed as PyTorch's CPU kernel does: x·α + β′ (`batch_norm_affine`)."""
+    C = x.shape[1]
+    alpha, shift = batch_norm_affine(running_mean, running_var, weight, bias, eps)
     return x * alpha.reshape(1, C, 1, 1) + shift.reshape(1, C, 1, 1)
 
 

@@ -74,7 +74,7 @@ def tanh_gelu(monkeypatch):
 def pool_counting_padding(monkeypatch):
     def pool_mixer(x, kernel_size=3):
         pad = kernel_size // 2
-        total = sum(layers._shifted_windows(x, kernel_size, kernel_size, 1, pad))
+        total = sum(layers.shifted_windows(x, kernel_size, kernel_size, 1, pad))
         return total / kernel_size**2 - x  # count_include_pad=True
 
     monkeypatch.setattr(ef, "pool_mixer", pool_mixer)

@@ -99,9 +99,9 @@ def test_pixels_to_image():
 def test_convolution_three_ways_agree_with_the_loops(B, IC, H, W, OC, K, stride, padding):
     x, w, b = random(B, IC, H, W), random(OC, IC, K, K), random(OC)
     loops = layers.conv2d_naive(x, w, b, stride=stride, padding=padding)
-    OH, OW = explain.conv_output_size(H, W, K, K, stride, padding)
+    OH, OW = layers.conv_output_size(H, W, K, K, stride, padding)
     assert loops.shape == (B, OC, OH, OW)
-    assert explain.im2col(x, K, K, stride, padding).shape == (B, IC * K * K, OH * OW)
+    assert layers.im2col(x, K, K, stride, padding).shape == (B, IC * K * K, OH * OW)
     np.testing.assert_allclose(explain.conv2d_kernel_offsets(x, w, b, stride, padding), loops, rtol=0, atol=1e-12)
     np.testing.assert_allclose(explain.conv2d_im2col(x, w, b, stride, padding), loops, rtol=0, atol=1e-12)
     np.testing.assert_allclose(explain.conv2d_im2col(x, w, None, stride, padding), loops - b.reshape(1, -1, 1, 1), atol=1e-12)
@@ -109,7 +109,7 @@ def test_convolution_three_ways_agree_with_the_loops(B, IC, H, W, OC, K, stride,
 
 def test_im2col_column_is_a_receptive_field():
     x = np.arange(2 * 4 * 4, dtype=float).reshape(1, 2, 4, 4)
-    cols = explain.im2col(x, 3, 3, stride=1, padding=1)  # [1, 18, 16]
+    cols = layers.im2col(x, 3, 3, stride=1, padding=1)  # [1, 18, 16]
     # output pixel (1, 2) = column 6 sees rows 0..2, columns 1..3 of each channel, in (c, i, j) order
     np.testing.assert_array_equal(cols[0, :, 6], x[0, :, 0:3, 1:4].reshape(-1))
     np.testing.assert_array_equal(cols[0, :9, 0], [0, 0, 0, 0, 0, 1, 0, 4, 5])  # top-left: padding zeros

@@ -24,7 +24,7 @@ def test_fold_after_equals_conv_then_batch_norm(groups, stride, padding):
     w, b = RNG.normal(0, 1, (6, 6 // groups, 3, 3)), RNG.normal(0, 1, 6)
     mean, var, gamma, beta = bn_params(6)
     expected = layers.batch_norm(layers.conv2d(x, w, b, stride, padding, groups), mean, var, gamma, beta, 1e-5)
-    wf, bf = fuse.fold_after(w, b, *fuse.batch_norm_affine(mean, var, gamma, beta, 1e-5))
+    wf, bf = fuse.fold_after(w, b, *layers.batch_norm_affine(mean, var, gamma, beta, 1e-5))
     np.testing.assert_allclose(layers.conv2d(x, wf, bf, stride, padding, groups), expected, rtol=1e-12, atol=1e-12)
 
 
@@ -33,7 +33,7 @@ def test_fold_before_equals_batch_norm_then_1x1_conv():
     w, b = RNG.normal(0, 1, (7, 5, 1, 1)), RNG.normal(0, 1, 7)
     mean, var, gamma, beta = bn_params(5)
     expected = layers.conv2d(layers.batch_norm(x, mean, var, gamma, beta, 1e-5), w, b)
-    wf, bf = fuse.fold_before(w, b, *fuse.batch_norm_affine(mean, var, gamma, beta, 1e-5))
+    wf, bf = fuse.fold_before(w, b, *layers.batch_norm_affine(mean, var, gamma, beta, 1e-5))
     np.testing.assert_allclose(layers.conv2d(x, wf, bf), expected, rtol=1e-12, atol=1e-12)
 
 
