@@ -26,11 +26,11 @@ import numpy as np
 
 from .config import EfficientFormerConfig
 from .errors import InputError
-from .fuse import AFTER, is_folded
-from .layers import ACTIVATIONS, batch_norm, conv2d, gather_attention_bias, layer_norm, linear, multi_head_attention
+from .fuse import AFTER
+from .layers import ACTIVATIONS, gather_attention_bias, layer_norm, linear, multi_head_attention
 from .layers import pool_mixer, relu
 from .losses import classification_loss
-from .modeling import PreTrainedModel, as_pixel_values, check_finite_output, bn_schema, conv_schema, linear_schema
+from .modeling import PreTrainedModel, as_pixel_values, bn_schema, check_finite_output, conv_bn, conv_schema, linear_schema
 from .outputs import BaseModelOutput, EfficientFormerForImageClassificationWithTeacherOutput, ImageClassifierOutput
 from .trace import no_trace
 from .weights import Params
@@ -100,17 +100,6 @@ def batch_norm_folds(cfg: EfficientFormerConfig) -> list[tuple[str, str, str]]:
 
 # ---------------------------------------------------------------------------------------------
 # blocks, in data-flow order
-
-
-def conv_bn(x, p: Params, cfg, trace, conv, norm, stride, padding):  # [B, IC, H, W] -> [B, OC, OH, OW]
-    """A convolution named `conv` followed by the BatchNorm named `norm`."""
-    x = conv2d(x, p[f"{conv}.weight"], p[f"{conv}.bias"], stride=stride, padding=padding)
-    if is_folded(p, norm):  # a fused model: the BatchNorm is already inside the convolution
-        return trace(norm, x)
-    x = trace(conv, x)
-    bn = p.scope(norm)
-    x = batch_norm(x, bn["running_mean"], bn["running_var"], bn["weight"], bn["bias"], cfg.batch_norm_eps)
-    return trace(norm, x)
 
 
 def stem(x, p: Params, cfg, trace):  # [B, 3, H, W] -> [B, C0, H/4, W/4]

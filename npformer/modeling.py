@@ -1,5 +1,6 @@
 """What every npformer model class shares: weights held read-only in one dtype, loading and
-saving, the pixel-value check, and the small helpers the weight schemas are written with."""
+saving, the pixel-value check, the small helpers the weight schemas are written with, and the
+convolution + BatchNorm pair both families are built from."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from types import MappingProxyType
 import numpy as np
 
 from .errors import InputError
+from .fuse import is_folded
+from .layers import batch_norm, conv2d
 from .weights import Params, check_tensors
 
 
@@ -86,6 +89,23 @@ def as_pixel_values(pixel_values, num_channels: int, dtype) -> np.ndarray:  # [B
             counts += f" (after conversion from {source_dtype} to {x.dtype}, whose range ends at ±{np.finfo(x.dtype).max:.3g})"
         raise InputError(f"pixel_values holds {counts} of {x.size} values, first at index {where}: every logit would be NaN")
     return x
+
+
+def bn(x, p: Params, name, cfg, trace):  # [B, C, H, W] -> [B, C, H, W]
+    """The eval-mode BatchNorm named `name`; the identity once `fuse` has folded it into a convolution."""
+    if is_folded(p, name):
+        return x
+    q = p.scope(name)
+    return trace(name, batch_norm(x, q["running_mean"], q["running_var"], q["weight"], q["bias"], cfg.batch_norm_eps))
+
+
+def conv_bn(x, p: Params, cfg, trace, conv, norm, stride=1, padding=0, groups=1):  # [B, IC, H, W] -> [B, OC, OH, OW]
+    """The convolution named `conv`, then the BatchNorm named `norm`. In a fused model they are one
+    convolution, whose output is recorded under the BatchNorm's name."""
+    y = conv2d(x, p[f"{conv}.weight"], p[f"{conv}.bias"], stride=stride, padding=padding, groups=groups)
+    if is_folded(p, norm):
+        return trace(norm, y)
+    return bn(trace(conv, y), p, norm, cfg, trace)
 
 
 def check_finite_output(x: np.ndarray, name: str, pixel_values: np.ndarray) -> np.ndarray:

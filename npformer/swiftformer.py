@@ -29,10 +29,10 @@ from __future__ import annotations
 import numpy as np
 
 from .config import SwiftFormerConfig
-from .fuse import AFTER, BEFORE, is_folded
-from .layers import ACTIVATIONS, batch_norm, conv2d, gelu, l2_normalize, linear, relu, softmax
+from .fuse import AFTER, BEFORE
+from .layers import ACTIVATIONS, conv2d, gelu, l2_normalize, linear, relu, softmax
 from .losses import classification_loss
-from .modeling import PreTrainedModel, as_pixel_values, check_finite_output, bn_schema, conv_schema, linear_schema
+from .modeling import PreTrainedModel, as_pixel_values, bn, bn_schema, check_finite_output, conv_bn, conv_schema, linear_schema
 from .outputs import BaseModelOutputWithNoAttention, ImageClassifierOutputWithNoAttention
 from .trace import no_trace
 from .weights import Params
@@ -105,21 +105,6 @@ def batch_norm_folds(cfg: SwiftFormerConfig) -> list[tuple[str, str, str]]:
 
 def conv(x, p: Params, name, trace, stride=1, padding=0, groups=1):  # [B, IC, H, W] -> [B, OC, OH, OW]
     return trace(name, conv2d(x, p[f"{name}.weight"], p[f"{name}.bias"], stride=stride, padding=padding, groups=groups))
-
-
-def bn(x, p: Params, name, cfg, trace):  # [B, C, H, W] -> [B, C, H, W]
-    if is_folded(p, name):  # a fused model: this BatchNorm is inside the next convolution
-        return x
-    q = p.scope(name)
-    return trace(name, batch_norm(x, q["running_mean"], q["running_var"], q["weight"], q["bias"], cfg.batch_norm_eps))
-
-
-def conv_bn(x, p: Params, cfg, trace, conv_name, norm, stride=1, padding=0, groups=1):  # [B, IC, H, W] -> [B, OC, OH, OW]
-    """A convolution followed by a BatchNorm (one convolution in a fused model, see fuse.py)."""
-    y = conv2d(x, p[f"{conv_name}.weight"], p[f"{conv_name}.bias"], stride=stride, padding=padding, groups=groups)
-    if is_folded(p, norm):
-        return trace(norm, y)
-    return bn(trace(conv_name, y), p, norm, cfg, trace)
 
 
 def stem(x, p: Params, cfg, trace):  # [B, 3, H, W] -> [B, C0, H/4, W/4]
