@@ -23,7 +23,7 @@ How, per dtype (the float32 path never touches float64):
 
 ``gelu`` is the exact GELU. In float64 it is built on the erf above; in float32 it reads
 Phi(x) = 0.5 * (1 + erf(x / sqrt(2))) from a table (1/1024 steps, linear interpolation),
-which is as accurate as the float32 polynomial and 2x cheaper (see ``_gelu_f32``).
+which is as accurate as the float32 polynomial and 1.7x faster (see ``_gelu_f32``).
 ``gelu_tanh`` is the tanh approximation, kept only for teaching and for Hugging Face
 configs that ask for it by name.
 """
@@ -305,7 +305,7 @@ def gelu(x: np.ndarray) -> np.ndarray:
     if x.size <= _GELU_BLOCK:
         return kernel(x)
     # An MLP's hidden activations run to millions of values; in blocks, the kernel's half-dozen
-    # temporaries stay at 512 KiB instead of the array's size (a forward's peak memory: 8 MiB
+    # temporaries stay at 512 KiB instead of the array's size (a forward's peak memory: 10.5 MiB
     # instead of 19 for L1), at the same speed. Each value gets the same answer either way.
     flat = np.ascontiguousarray(x).reshape(-1)
     out = np.empty_like(flat)
@@ -323,8 +323,9 @@ _GELU_BLOCK = 1 << 17  # values
 # The polynomial erf above costs ~30 NumPy passes per value; gelu(x) = x * Phi(x) needs only
 # Phi, a smooth function that is 0 below -8 and 1 above 8 to float32 precision. So Phi is
 # tabulated in float64 (from the fdlibm erf) at every 1/1024 on [-8, 8] and read back by linear
-# interpolation: ~11 passes, 2x faster. Interpolation error <= h^2/8 * max|Phi''| = 2.9e-8;
-# measured gelu error 1.32e-7 * max(1, |x|) over [-12, 12] (the float32 polynomial path: 1.15e-7).
+# interpolation: ~11 passes, 1.7x faster (2.0 ms against 3.4 ms for 602,112 values).
+# Interpolation error <= h^2/8 * max|Phi''| = 2.9e-8; measured gelu error 1.32e-7 * max(1, |x|)
+# over [-12, 12] (the float32 polynomial path: 1.15e-7).
 # ---------------------------------------------------------------------------------------
 
 _PHI_STEPS = 1024  # table points per unit of x (a power of two: x * 1024 is exact)
