@@ -127,7 +127,8 @@ def interleaved(runs: dict, batch: int, reps: int) -> dict:
     outputs = {label: run(x) for label, run in runs.items()}  # warm-up, and a check they agree
     ref = outputs["npformer"]
     for label, out in outputs.items():
-        if label != "transformers" or "timm" not in runs:  # transformers' SwiftFormer is v1: other weights' logits
+        # SwiftFormer's transformers contender runs attention v1 on its own weights: not npformer's (v2) logits
+        if label != "transformers" or "timm" not in runs:
             assert np.abs(out - ref).max() < 1e-3, f"{label} disagrees with npformer: {np.abs(out - ref).max()}"
     times = {label: [] for label in runs}
     for _ in range(reps):
