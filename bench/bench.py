@@ -4,7 +4,7 @@
     python bench/bench.py                   # every variant, batch 1 and 8, 10 repetitions
     python bench/bench.py --variants efficientformer-l1 swiftformer-xs --reps 20 --markdown
 
-Every model holds the same seeded weights (npformer.seeded) and sees the same input. For each
+Every model holds the same seeded weights (npformer.checkpoints.seeded) and sees the same input. For each
 variant and batch size the implementations run *interleaved*, one forward each per round, so a
 noisy machine slows them all alike; the table gives the median per image over the rounds and
 the ratios npformer / PyTorch and npformer / onnxruntime from that one run. Each timed forward
@@ -34,9 +34,9 @@ from pathlib import Path
 import numpy as np
 
 import npformer
-from npformer.convert import ARCHITECTURE_FOR_HEADS
-from npformer.parity import reference_config, seeded_pixels
-from npformer.seeded import seeded_weights
+from npformer.models.registry import ARCHITECTURE_FOR_HEADS
+from npformer.tools.parity import reference_config, seeded_pixels
+from npformer.checkpoints.seeded import seeded_weights
 
 REPO = Path(__file__).resolve().parents[1]
 IMAGE = REPO / "tests" / "fixtures" / "images" / "chelsea_451x300.jpg"
@@ -87,7 +87,7 @@ def onnx_runner(module, path: Path):
 
 def contenders(name: str, tmp: Path, with_onnx: bool) -> dict:
     """{label: run} for one variant, all holding the same weights."""
-    from npformer.oracle import hf_model, timm_model
+    from npformer.tools.oracle import hf_model, timm_model
 
     family, variant = name.split("-")
     runs = {}
@@ -179,7 +179,7 @@ def run_job(code: str, *args) -> tuple[float, float]:
 
 def cold_start(name: str, tmp: Path, repeats: int = 3) -> dict:
     """{label: (median wall s, median peak RSS MiB)} of the predict job, npformer vs transformers."""
-    from npformer.oracle import hf_model
+    from npformer.tools.oracle import hf_model
 
     family, variant = name.split("-")
     cfg = reference_config(family, variant, "transformers")

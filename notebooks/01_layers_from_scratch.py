@@ -45,7 +45,8 @@ import time
 import matplotlib.pyplot as plt
 import numpy as np
 
-from npformer import explain, fuse, layers, plots
+from npformer import fuse, layers
+from npformer.tools import explain, plots
 from npformer.erf import erf, gelu, gelu_tanh
 
 # %% [markdown]

@@ -42,7 +42,8 @@ from pathlib import Path
 import numpy as np
 
 import npformer
-from npformer import explain, layers, plots
+from npformer import layers
+from npformer.tools import explain, plots
 
 # %%
 WEIGHTS = None  # e.g. "../weights/efficientformer-l1-300" (a transformers directory) or an npformer .safetensors

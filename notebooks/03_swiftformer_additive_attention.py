@@ -49,7 +49,7 @@ import matplotlib.pyplot as plt  # noqa: E402 (after the thread setting)
 import numpy as np  # noqa: E402
 
 import npformer  # noqa: E402
-from npformer import explain, plots  # noqa: E402
+from npformer.tools import explain, plots  # noqa: E402
 
 # %%
 WEIGHTS = None  # e.g. "../weights/swiftformer-xs" (transformers, v1) or a timm model.safetensors (v2)

@@ -47,9 +47,10 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 
-from npformer import explain, layers
+from npformer import layers
+from npformer.tools import explain
 from npformer.cli import main as npformer_cli
-from npformer.oracle_tools import compare_fixtures, read_fixture, trace_to_fixture
+from npformer.tools.golden import compare_fixtures, read_fixture, trace_to_fixture
 
 # %%
 WEIGHTS = None  # e.g. "../weights/efficientformer-l1-300"

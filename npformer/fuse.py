@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from .layers import batch_norm_affine
-from .weights import Params
+from .params import Params
 
 AFTER, BEFORE = "after", "before"  # where the BatchNorm sits relative to its convolution
 

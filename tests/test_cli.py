@@ -20,11 +20,11 @@ from safetensors.numpy import save_file
 
 import npformer
 from npformer import cli
-from npformer.config import EfficientFormerConfig
+from npformer import EfficientFormerConfig
 from npformer.labels import imagenet_labels, label_names
 from npformer.preprocess import EfficientFormerImageProcessor, ViTImageProcessor, recipe
-from npformer.seeded import seeded_weights
-from npformer.weights import load_weights
+from npformer.checkpoints.seeded import seeded_weights
+from npformer.checkpoints.weights import load_weights
 
 FIXTURES = Path(__file__).parent / "fixtures"
 CKPT = FIXTURES / "checkpoints"
@@ -199,10 +199,10 @@ def test_predict_shows_the_config_names(capsys, tmp_path):
 
 
 def test_predict_without_weights_uses_the_default_and_says_when_there_is_none(capsys, monkeypatch, npformer_file):
-    monkeypatch.setattr(cli, "DEFAULT_WEIGHTS", None)  # e.g. a wheel install, without weights/
+    monkeypatch.setattr(cli.common, "DEFAULT_WEIGHTS", None)  # e.g. a wheel install, without weights/
     code, out, err = run(capsys, "predict", CATS)
     assert one_line_error(code, out, err, 2) == f"npformer: error: {cli.NO_DEFAULT_WEIGHTS}\n"
-    monkeypatch.setattr(cli, "DEFAULT_WEIGHTS", npformer_file)
+    monkeypatch.setattr(cli.common, "DEFAULT_WEIGHTS", npformer_file)
     code, out, _ = run(capsys, "predict", CATS)
     assert code == 0
     assert_matches(parse_predict(out)[0][1], expected_top(npformer_file, CATS, 5))
@@ -674,11 +674,11 @@ def test_parity_without_the_oracle_extra(capsys, monkeypatch, hidden):
 
 
 def test_parity_forwards_its_arguments(capsys, monkeypatch):
-    import npformer.parity
+    import npformer.tools.parity
 
     calls = []
-    monkeypatch.setattr(cli, "missing_extras", lambda: [])
-    monkeypatch.setattr(npformer.parity, "parity_table", lambda **kw: calls.append(kw))
+    monkeypatch.setattr(cli.oracle, "missing_extras", lambda: [])
+    monkeypatch.setattr(npformer.tools.parity, "parity_table", lambda **kw: calls.append(kw))
     assert run(capsys, "parity", "--variants", "l1", "l7", "--batch", 2)[0] == 0
     assert run(capsys, "parity")[0] == 0
     assert run(capsys, "parity", "--families", "swiftformer", "--variants", "xs", "s", "--references", "timm",
@@ -694,11 +694,11 @@ def test_parity_forwards_its_arguments(capsys, monkeypatch):
     # every forwarded selection names real cases of parity.CASES
     for call in calls:
         assert any(f in call["families"] and r in call["references"] and (call["variants"] is None or v in call["variants"])
-                   for f, v, r, _ in npformer.parity.CASES)
+                   for f, v, r, _ in npformer.tools.parity.CASES)
 
 
 def test_parity_usage_errors(capsys, monkeypatch):
-    monkeypatch.setattr(cli, "missing_extras", lambda: pytest.fail("checked the extras before the arguments"))
+    monkeypatch.setattr(cli.oracle, "missing_extras", lambda: pytest.fail("checked the extras before the arguments"))
     code, out, err = run(capsys, "parity", "--families", "efficientformer", "--variants", "xs")
     assert "no parity case" in one_line_error(code, out, err, 2)
     for argv in (["--variants", "l9"], ["--families", "vit"], ["--references", "onnx"], ["--batch", 0]):

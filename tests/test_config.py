@@ -5,11 +5,11 @@ import json
 import numpy as np
 import pytest
 
-import npformer.efficientformer as ef
-from npformer.config import EfficientFormerConfig
+import npformer.models.efficientformer.model as ef
+from npformer import EfficientFormerConfig
 from npformer.errors import ConfigError
-from npformer.parity import seeded_pixels
-from npformer.seeded import seeded_weights
+from npformer.tools.parity import seeded_pixels
+from npformer.checkpoints.seeded import seeded_weights
 
 
 def test_variants():
@@ -98,8 +98,8 @@ def test_no_downsample_config_changes_the_grid():
 @pytest.mark.parametrize("name", list(ODD_CONFIGS))
 def test_non_default_configs_match_transformers(name):
     pytest.importorskip("transformers")
-    from npformer.oracle import hf_forward, hf_model
-    from npformer.parity import max_diffs, npformer_outputs
+    from npformer.tools.oracle import hf_forward, hf_model
+    from npformer.tools.parity import max_diffs, npformer_outputs
 
     cfg = odd_config(name)
     weights = seeded_weights(cfg, 2)

@@ -10,11 +10,11 @@ import pytest
 from safetensors.numpy import load_file, save_file
 
 import npformer
-from npformer.config import EfficientFormerConfig
-from npformer.convert import foreign_names
+from npformer import EfficientFormerConfig
+from npformer.checkpoints.convert import foreign_names
 from npformer.errors import CheckpointMismatchError, ConfigError, WeightFileError
-from npformer.parity import seeded_pixels
-from npformer.weights import FORMAT_VERSION
+from npformer.tools.parity import seeded_pixels
+from npformer.checkpoints.weights import FORMAT_VERSION
 
 CKPT = Path(__file__).parent / "fixtures" / "checkpoints"
 EXPECTED = load_file(str(CKPT / "expected.safetensors"))
@@ -150,8 +150,8 @@ def test_foreign_name_maps_cover_the_transformers_key_sets():
 @pytest.mark.parametrize("safe", [True, False])
 def test_save_pretrained_l1_end_to_end(tmp_path, safe):
     pytest.importorskip("transformers")
-    from npformer.oracle import hf_forward, hf_model
-    from npformer.seeded import seeded_weights
+    from npformer.tools.oracle import hf_forward, hf_model
+    from npformer.checkpoints.seeded import seeded_weights
 
     cfg = EfficientFormerConfig.variant("l1")
     hf = hf_model(cfg, seeded_weights(cfg, 2, seed=5), 2)

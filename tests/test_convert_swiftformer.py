@@ -17,12 +17,12 @@ import pytest
 from safetensors.numpy import load_file, save_file
 
 import npformer
-from npformer.config import SwiftFormerConfig
-from npformer.convert import foreign_names, load_any
+from npformer import SwiftFormerConfig
+from npformer.checkpoints.convert import foreign_names, load_any
 from npformer.errors import CheckpointMismatchError, ConfigError
-from npformer.seeded import seeded_weights
-from npformer.torchfile import flatten_state_dict, load_torch_file
-from npformer.weights import load_weights
+from npformer.checkpoints.seeded import seeded_weights
+from npformer.checkpoints.torchfile import flatten_state_dict, load_torch_file
+from npformer.checkpoints.weights import load_weights
 
 CKPT = Path(__file__).parent / "fixtures" / "checkpoints_swiftformer"
 EXPECTED = load_file(str(CKPT / "expected.safetensors"))
@@ -302,7 +302,7 @@ def test_transformers_directory_ignores_a_config_generation(tmp_path):
 def test_live_transformers_xs_round_trip(tmp_path, safe):
     torch = pytest.importorskip("torch")
     pytest.importorskip("transformers")
-    from npformer.oracle import hf_forward, hf_model
+    from npformer.tools.oracle import hf_forward, hf_model
 
     torch.set_num_threads(2)
     cfg = SwiftFormerConfig.variant("xs")
@@ -318,7 +318,7 @@ def test_live_transformers_xs_round_trip(tmp_path, safe):
 @pytest.mark.oracle
 def test_live_timm_and_original_xs(tmp_path):
     torch = pytest.importorskip("torch")
-    from npformer.oracle import import_timm, timm_model
+    from npformer.tools.oracle import import_timm, timm_model
 
     try:
         import_timm()

@@ -13,7 +13,7 @@ from PIL import Image
 import npformer
 from npformer import cli
 from npformer.preprocess import EfficientFormerImageProcessor
-from npformer.weights import load_weights
+from npformer.checkpoints.weights import load_weights
 
 ROOT = Path(__file__).parent.parent
 DIGITS = Path(__file__).parent / "fixtures" / "digits"

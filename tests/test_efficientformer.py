@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 from safetensors import safe_open
 
-import npformer.efficientformer as ef
+import npformer.models.efficientformer.model as ef
 from npformer import layers
-from npformer.config import EfficientFormerConfig
-from npformer.convert import ARCHITECTURE_FOR_HEADS
+from npformer import EfficientFormerConfig
+from npformer.models.registry import ARCHITECTURE_FOR_HEADS
 from npformer.errors import CheckpointMismatchError, InputError
-from npformer.parity import HEAD_KINDS, checksum, entry_diff, golden_entries, npformer_outputs, seeded_pixels
-from npformer.seeded import seeded_weights
+from npformer.tools.parity import HEAD_KINDS, checksum, entry_diff, golden_entries, npformer_outputs, seeded_pixels
+from npformer.checkpoints.seeded import seeded_weights
 from npformer.trace import Trace
 
 GOLDEN = Path(__file__).parent / "fixtures" / "golden"
@@ -229,7 +229,7 @@ def test_loss_problem_types():
 @pytest.mark.parametrize("num_labels,labels", [(1, [0.5, -1.0]), (4, [3, 0]), (4, [[1.0, 0, 0, 1], [0, 1, 1, 0]])])
 def test_loss_matches_transformers(num_labels, labels):
     torch = pytest.importorskip("torch")
-    from npformer.oracle import hf_model
+    from npformer.tools.oracle import hf_model
 
     cfg = EfficientFormerConfig.variant("l1", num_labels=num_labels)
     weights = seeded_weights(cfg, 1)
@@ -254,7 +254,7 @@ def test_loss_matches_transformers(num_labels, labels):
 @pytest.mark.parametrize("variant", ["l1", "l3", "l7"])
 def test_matches_transformers_live(variant, num_heads, batch):
     pytest.importorskip("transformers")
-    from npformer.parity import compare
+    from npformer.tools.parity import compare
 
     for dtype, tol in ((np.float32, TOL["float32"]), (np.float64, TOL["float64"])):
         for fused in (False, True):
@@ -265,7 +265,7 @@ def test_matches_transformers_live(variant, num_heads, batch):
 @pytest.mark.parametrize("variant,count", [("l1", 12_289_928), ("l3", 31_406_000), ("l7", 82_229_328)])
 def test_parameter_counts_equal_timms(variant, count):
     # counts of timm 1.0.31's efficientformer_{l1,l3,l7} (both heads, BatchNorm statistics excluded)
-    from npformer.weights import count_parameters
+    from npformer.checkpoints.weights import count_parameters
 
     cfg = EfficientFormerConfig.variant(variant)
     shapes = {name: np.empty(shape, np.uint8) for name, shape in ef.weight_schema(cfg, 2).items()}

@@ -1,4 +1,4 @@
-"""npformer.explain: what the notebooks compute (numpy only; the plotting smoke test is in test_notebooks.py)."""
+"""npformer.tools.explain: what the notebooks compute (numpy only; the plotting smoke test is in test_notebooks.py)."""
 
 import subprocess
 import sys
@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 
 import npformer
-from npformer import explain, layers
+from npformer import layers
+from npformer.tools import explain
 from npformer.cli import stage_level_names
-from npformer.oracle_tools import compare_fixtures, trace_to_fixture
+from npformer.tools.golden import compare_fixtures, trace_to_fixture
 
 ROOT = Path(__file__).resolve().parent.parent
 DIGIT = ROOT / "tests" / "fixtures" / "digits" / "digit_3_705.png"
@@ -43,7 +44,7 @@ def sf_demo():
 
 
 def test_explain_and_plots_do_not_import_matplotlib():
-    code = "import sys, npformer.explain, npformer.plots; print('matplotlib' in sys.modules)"
+    code = "import sys, npformer.tools.explain, npformer.tools.plots; print('matplotlib' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
     assert out.stdout.strip() == "False"
 
@@ -229,7 +230,7 @@ def test_shape_table_of_the_demo_model(ef_demo):
     rows = explain.shape_table(ef_demo.model, ef_demo.processor(DIGIT)["pixel_values"])
     table = {row.name: (row.kind, row.expected, row.traced) for row in rows}
     assert table["stages.3.downsample"] == ("downsample", (1, 64, 4, 4), (1, 64, 4, 4))
-    assert table["stages.3.blocks.1"] == ("flatten", (1, 16, 64), (1, 16, 64))
+    assert table["stages.3.blocks.1"] == ("Flat", (1, 16, 64), (1, 16, 64))
     assert table["stages.3.blocks.2"][0] == "Meta3D (attention)" and table["logits"][2] == (1, 10)
     assert explain.attention_block_names(ef_demo.model.config) == ["stages.3.blocks.2"]
 

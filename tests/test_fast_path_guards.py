@@ -8,10 +8,10 @@ import pytest
 
 from npformer import layers
 
-from npformer.config import EfficientFormerConfig, SwiftFormerConfig
-from npformer.efficientformer import EfficientFormerForImageClassificationWithTeacher
-from npformer.parity import seeded_pixels
-from npformer.swiftformer import SwiftFormerForImageClassification
+from npformer import EfficientFormerConfig, SwiftFormerConfig
+from npformer import EfficientFormerForImageClassificationWithTeacher
+from npformer.tools.parity import seeded_pixels
+from npformer import SwiftFormerForImageClassification
 from npformer.trace import Trace
 
 # peak bytes traced during one forward at batch 1, in MiB: measured 10.5 (L1) and 11.0 (XS) in

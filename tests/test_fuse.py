@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 
 from npformer import fuse, layers
-from npformer.config import EfficientFormerConfig, SwiftFormerConfig
-from npformer.efficientformer import EfficientFormerForImageClassificationWithTeacher, EfficientFormerModel
+from npformer import EfficientFormerConfig, SwiftFormerConfig
+from npformer import EfficientFormerForImageClassificationWithTeacher, EfficientFormerModel
 from npformer.errors import InputError
-from npformer.parity import seeded_pixels
-from npformer.swiftformer import SwiftFormerForImageClassification, SwiftFormerModel
+from npformer.tools.parity import seeded_pixels
+from npformer import SwiftFormerForImageClassification, SwiftFormerModel
 from npformer.trace import Trace
 
 RNG = np.random.default_rng(0)

@@ -24,11 +24,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import npformer
-from npformer.config import EfficientFormerConfig, SwiftFormerConfig
-from npformer.convert import load_any
+from npformer import EfficientFormerConfig, SwiftFormerConfig
+from npformer.checkpoints.convert import load_any
 from npformer.errors import NpformerError
-from npformer.seeded import seeded_weights
-from npformer.torchfile import load_torch_file
+from npformer.checkpoints.seeded import seeded_weights
+from npformer.checkpoints.torchfile import load_torch_file
 
 FIXTURES = Path(__file__).parent / "fixtures"
 SMALL_PTH = {"zip": FIXTURES / "torchfile" / "small_zip.pth", "legacy": FIXTURES / "torchfile" / "small_legacy.pth"}

@@ -228,7 +228,7 @@ def test_weights_cannot_be_written_in_place(model):
 
 
 def test_weights_given_by_the_caller_cannot_be_written_through_the_callers_arrays():
-    config, tensors, _ = npformer.convert.load_any(WEIGHTS["swiftformer"])
+    config, tensors, _ = npformer.checkpoints.convert.load_any(WEIGHTS["swiftformer"])
     as_float64 = {k: v.astype(np.float64) for k, v in tensors.items()}
     model = npformer.SwiftFormerForImageClassification(config, as_float64)
     as_float64["head.bias"][:] = 100.0  # float64 arrays were converted: the model holds its own copies

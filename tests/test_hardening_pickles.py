@@ -22,7 +22,7 @@ import pytest
 import npformer
 from npformer import cli
 from npformer.errors import UnsafePickleError, WeightFileError
-from npformer.torchfile import load_torch_file
+from npformer.checkpoints.torchfile import load_torch_file
 
 ROOT = Path(__file__).resolve().parent.parent
 DIGIT = ROOT / "tests" / "fixtures" / "digits" / "digit_3_705.png"

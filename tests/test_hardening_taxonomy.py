@@ -2,7 +2,7 @@
 each subclass has its own CLI exit code, and the few other exceptions in the source are listed
 here with the reason they never reach a user.
 
-The scan reads npformer/*.py with `ast`: a new `raise ValueError(...)` (or any exception class
+The scan reads every module of the package (subpackages too) with `ast`: a new `raise ValueError(...)` (or any exception class
 that is not an NpformerError) fails this test until it is either changed or listed below.
 """
 
@@ -25,39 +25,45 @@ PACKAGE = Path(npformer.__file__).resolve().parent
 
 # (file, exception as written) -> why it never reaches a user as itself
 NOT_NPFORMER_ERRORS = {
-    ("torchfile.py", "ValueError"): "raised while unpickling; load_torch_file turns every non-npformer exception "
+    ("checkpoints/torchfile.py", "ValueError"): "raised while unpickling; load_torch_file turns every non-npformer exception "
                                     "into WeightFileError (tests/test_fuzz_loaders.py checks it on mutated files)",
-    ("cli.py", "argparse.ArgumentTypeError"): "argparse type converters; argparse reports them as usage errors (exit 2)",
+    ("cli/common.py", "argparse.ArgumentTypeError"): "argparse type converters; argparse reports them as usage errors (exit 2)",
     ("erf.py", "TypeError"): "internal: erf only sees the float32/float64 arrays as_pixel_values makes",
     ("layers.py", "ValueError"): "internal invariant of conv2d: check_tensors and as_pixel_values fix every channel count",
     ("labels.py", "RuntimeError"): "a packaging accident (a label file without 1000 names), not a user error",
-    ("oracle.py", "RuntimeError"): "oracle tooling (needs torch): a reference model refusing weights is a bug",
-    ("oracle_tools.py", "ValueError"): "one raised inside a try that turns it into WeightFileError, one internal guard",
-    ("modeling.py", "NotImplementedError"): "abstract method",
-    ("preprocess.py", "NotImplementedError"): "abstract method",
-    ("preprocess.py", "AttributeError"): "BatchFeature.__getattr__: the attribute protocol requires it",
-    ("plots.py", "ImportError"): "matplotlib (the notebooks extra) is missing: an ImportError is what callers expect",
+    ("tools/oracle.py", "RuntimeError"): "oracle tooling (needs torch): a reference model refusing weights is a bug",
+    ("tools/golden.py", "ValueError"): "one raised inside a try that turns it into WeightFileError, one internal guard",
+    ("models/base.py", "NotImplementedError"): "abstract method",
+    ("preprocess/processors.py", "NotImplementedError"): "abstract method",
+    ("preprocess/fields.py", "AttributeError"): "BatchFeature.__getattr__: the attribute protocol requires it",
+    ("tools/plots.py", "ImportError"): "matplotlib (the notebooks extra) is missing: an ImportError is what callers expect",
 }
 
 
 def raised_names():
-    """{(file, name as written): count} for every `raise X(...)` / `raise X` in npformer/*.py, with
-    the function a name is returned from when it is a helper that builds the exception."""
+    """{(file relative to the package, name as written): count} for every `raise X(...)` / `raise X`
+    in the package's modules, with the function a name is returned from when it is a helper that
+    builds the exception."""
     found = {}
-    for path in sorted(PACKAGE.glob("*.py")):
+    for path in sorted(PACKAGE.rglob("*.py")):
         tree = ast.parse(path.read_text())
         for node in ast.walk(tree):
             if isinstance(node, ast.Raise) and node.exc is not None:
                 target = node.exc.func if isinstance(node.exc, ast.Call) else node.exc
-                key = (path.name, ast.unparse(target))
+                key = (path.relative_to(PACKAGE).as_posix(), ast.unparse(target))
                 found[key] = found.get(key, 0) + 1
     return found
+
+
+def module_path(module_file):
+    """"checkpoints/torchfile.py" -> "npformer.checkpoints.torchfile"."""
+    return "npformer." + module_file[:-3].replace("/", ".").removesuffix(".__init__")
 
 
 def resolve(module_file, name):
     """The object `name` denotes in npformer's module `module_file`, else in npformer.errors (which
     functions import locally), else in builtins; None if none has it."""
-    module = importlib.import_module(f"npformer.{module_file[:-3]}")
+    module = importlib.import_module(module_path(module_file))
     head, *rest = name.split(".")
     obj = next((getattr(m, head) for m in (module, npformer.errors, builtins) if hasattr(m, head)), None)
     for part in rest:
@@ -71,7 +77,7 @@ def is_npformer_error(module_file, name):
         return issubclass(obj, NpformerError)
     if callable(obj):  # a helper that builds the exception: judged by its return annotation
         annotation = getattr(obj, "__annotations__", {}).get("return")
-        module = importlib.import_module(f"npformer.{module_file[:-3]}")
+        module = importlib.import_module(module_path(module_file))
         cls = getattr(module, annotation, None) if isinstance(annotation, str) else annotation
         return isinstance(cls, type) and issubclass(cls, NpformerError)
     return False

@@ -15,9 +15,9 @@ from safetensors.numpy import save_file
 
 import npformer
 from npformer import cli
-from npformer.convert import load_any
+from npformer.checkpoints.convert import load_any
 from npformer.errors import CheckpointMismatchError, ConfigError, NpformerError, WeightFileError
-from npformer.weights import FORMAT_VERSION, load_weights
+from npformer.checkpoints.weights import FORMAT_VERSION, load_weights
 
 ROOT = Path(__file__).resolve().parent.parent
 EF = ROOT / "weights" / "efficientformer-digits.safetensors"

@@ -96,7 +96,7 @@ def test_plots_lay_images_out():
     matplotlib.use("Agg")
     import numpy as np
 
-    from npformer import plots
+    from npformer.tools import plots
 
     fig = plots.image_row([np.zeros((4, 4)), np.ones((4, 4, 3)) / 2, np.eye(4) - 0.5], ["a", "b", "c"],
                           overlays=[None, np.eye(4), None], colorbar=True, symmetric=True, cols=2, suptitle="t")

@@ -1,4 +1,4 @@
-"""Golden-value fixtures: `npformer trace` / `npformer compare` and npformer.oracle_tools (torch-free)."""
+"""Golden-value fixtures: `npformer trace` / `npformer compare` and npformer.tools.golden (torch-free)."""
 
 import json
 from pathlib import Path
@@ -10,9 +10,10 @@ from safetensors.numpy import save_file
 
 import npformer
 import npformer.layers
-from npformer.cli import DEMO_WEIGHTS, load_model, main
+from npformer import load as load_model
+from npformer.cli import DEMO_WEIGHTS, main
 from npformer.errors import WeightFileError
-from npformer.oracle_tools import compare_fixtures, read_fixture, trace_to_fixture
+from npformer.tools.golden import compare_fixtures, read_fixture, trace_to_fixture
 
 ROOT = Path(__file__).resolve().parent.parent
 DIGIT = ROOT / "tests" / "fixtures" / "digits" / "digit_3_705.png"

@@ -428,7 +428,7 @@ def references():
     """recipe name -> callable(PIL RGB image) -> float32 [3, h, w], the live reference."""
     pytest.importorskip("torch")
     pytest.importorskip("transformers")
-    from npformer.oracle import import_timm
+    from npformer.tools.oracle import import_timm
 
     timm = import_timm()
     import transformers
@@ -465,7 +465,7 @@ def references():
 @pytest.mark.oracle
 def test_oracle_timm_transform_same_for_both_families():
     pytest.importorskip("torch")
-    from npformer.oracle import import_timm
+    from npformer.tools.oracle import import_timm
 
     timm = import_timm()
     from timm.data import create_transform, resolve_data_config
@@ -540,7 +540,7 @@ def test_oracle_torchvision_transform_padding_and_odd_crops(resize_short, crop):
     """TorchvisionEvalTransform = torchvision Compose also when the crop exceeds the resized image
     (torchvision zero-pads) and for odd / rectangular crops."""
     pytest.importorskip("torch")
-    from npformer.oracle import import_timm
+    from npformer.tools.oracle import import_timm
 
     import_timm()
     from torchvision import transforms

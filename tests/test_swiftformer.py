@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 from safetensors import safe_open
 
-import npformer.swiftformer as sf
-from npformer.config import SwiftFormerConfig
+import npformer.models.swiftformer.model as sf
+from npformer import SwiftFormerConfig
 from npformer.errors import ConfigError, InputError
-from npformer.parity import abs_diff, checksum, entry_diff, golden_entries, npformer_outputs, reference_config
-from npformer.parity import seeded_pixels
-from npformer.seeded import seeded_weights
+from npformer.tools.parity import abs_diff, checksum, entry_diff, golden_entries, npformer_outputs, reference_config
+from npformer.tools.parity import seeded_pixels
+from npformer.checkpoints.seeded import seeded_weights
 from npformer.trace import Trace
 
 GOLDEN = Path(__file__).parent / "fixtures" / "golden"
@@ -131,7 +131,7 @@ def test_bad_inputs_and_configs():
 @pytest.mark.parametrize("variant,count", [("xs", 3_475_360), ("s", 6_092_128), ("l1", 12_057_920), ("l3", 28_494_736)])
 def test_parameter_counts_equal_timms(variant, count):
     # timm 1.0.31's swiftformer_* (both heads; BatchNorm statistics excluded)
-    from npformer.weights import count_parameters
+    from npformer.checkpoints.weights import count_parameters
 
     cfg = SwiftFormerConfig.variant(variant)
     assert count_parameters({k: np.empty(s, np.uint8) for k, s in sf.weight_schema(cfg, 2).items()}) == count
@@ -147,7 +147,7 @@ def test_parameter_counts_equal_timms(variant, count):
 def test_matches_reference_live(variant, reference, num_heads):
     pytest.importorskip("transformers")
     pytest.importorskip("torch")
-    from npformer.parity import compare
+    from npformer.tools.parity import compare
 
     for batch, dtype, fused in ((1, np.float32, False), (4, np.float32, False), (1, np.float64, False),
                                 (4, np.float32, True), (1, np.float64, True)):
@@ -158,7 +158,7 @@ def test_matches_reference_live(variant, reference, num_heads):
 @pytest.mark.oracle
 def test_odd_input_size_matches_transformers():
     pytest.importorskip("transformers")
-    from npformer.oracle import hf_forward, hf_model
+    from npformer.tools.oracle import hf_forward, hf_model
 
     cfg = SwiftFormerConfig.variant("xs")
     weights = seeded_weights(cfg, 2)

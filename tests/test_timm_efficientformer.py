@@ -17,11 +17,11 @@ import pytest
 from safetensors import safe_open
 
 import npformer
-from npformer.config import EfficientFormerConfig
-from npformer.convert import load_any
-from npformer.efficientformer import EfficientFormerForImageClassificationWithTeacher
-from npformer.parity import abs_diff, checksum, scaled_diff, seeded_pixels
-from npformer.seeded import seeded_weights
+from npformer import EfficientFormerConfig
+from npformer.checkpoints.convert import load_any
+from npformer import EfficientFormerForImageClassificationWithTeacher
+from npformer.tools.parity import abs_diff, checksum, scaled_diff, seeded_pixels
+from npformer.checkpoints.seeded import seeded_weights
 from npformer.trace import Trace
 
 GOLDEN = Path(__file__).parent / "fixtures" / "golden_timm"
@@ -115,7 +115,7 @@ def test_the_timm_and_transformers_goldens_differ_by_the_eps_alone(variant):
 def timm_models():
     """timm_models(variant, dtype) -> timm's model holding the seeded weights (built once per module)."""
     pytest.importorskip("torch")
-    from npformer.oracle import import_timm, timm_model
+    from npformer.tools.oracle import import_timm, timm_model
 
     try:
         import_timm()  # not importorskip: timm needs oracle.import_timm's torchvision workaround here
@@ -201,7 +201,7 @@ def test_timm_state_dict_files_load_convert_and_match_timm(variant, timm_models,
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_transformers_and_timm_give_identical_logits_with_eps_aligned(variant, timm_models):
     pytest.importorskip("transformers")
-    from npformer.oracle import hf_forward, hf_model
+    from npformer.tools.oracle import hf_forward, hf_model
 
     cfg = timm_config(variant)
     weights = seeded_weights(cfg, num_heads=2, seed=0)

@@ -1,4 +1,4 @@
-"""Tests for npformer.torchfile, the torch-free reader of torch.save files.
+"""Tests for npformer.checkpoints.torchfile, the torch-free reader of torch.save files.
 
 Tier 1 needs no torch: malicious pickles built by hand, corrupt files, and golden checkpoints
 written by real torch (tests/fixtures/torchfile, see make_fixtures.py there).
@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from npformer.errors import UnsafePickleError, WeightFileError
-from npformer.torchfile import flatten_state_dict, load_torch_file
+from npformer.checkpoints.torchfile import flatten_state_dict, load_torch_file
 
 FIXTURES = Path(__file__).parent / "fixtures" / "torchfile"
 GOLDEN = [FIXTURES / "small_zip.pth", FIXTURES / "small_legacy.pth"]

@@ -131,7 +131,7 @@ SF_DIMS = [16, 24, 32, 48]
 
 
 def build_swiftformer():
-    from npformer.oracle import import_timm
+    from npformer.tools.oracle import import_timm
 
     import_timm()
     from timm.models.swiftformer import SwiftFormer
@@ -220,7 +220,7 @@ def add_metadata(path: Path, extra: dict, config_update: dict | None = None) -> 
     """Rewrite an npformer weight file's metadata with extra string keys (and config fields)."""
     from safetensors.numpy import save_file
 
-    from npformer.weights import load_weights, metadata_config
+    from npformer.checkpoints.weights import load_weights, metadata_config
 
     tensors, metadata = load_weights(path)
     metadata = dict(metadata)

@@ -1,20 +1,17 @@
 """The PyTorch references, driven from npformer's weights (needs `pip install npformer[oracle]`).
 
-Used by the live test tier and by `npformer parity`: build the transformers 4.40.2 model for a
-config, load npformer's canonical weights into it under transformers' names, and run it.
-Nothing here is imported by the model code; torch is imported only when a function runs.
+Used by the live test tier and by `npformer parity`: build a family's reference model for a
+config (its `reference.py` says how), load npformer's canonical weights into it under the
+reference's names, and run it. Nothing here is imported by the model code; torch is imported
+only when a function runs.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from .convert import ARCHITECTURE_FOR_HEADS, foreign_names
-from .errors import ConfigError
-from .layers import attention_bias_index
-
-# the model classes compared, with the head count each uses
-HEADS = {"model": 0, "classification": 1, "teacher": 2}
+from ..checkpoints.convert import foreign_names
+from ..models.registry import family_of
 
 
 def _load_into(model, config, weights: dict, num_heads: int, schema: str, strip_prefix: str = ""):
@@ -22,8 +19,13 @@ def _load_into(model, config, weights: dict, num_heads: int, schema: str, strip_
     must be covered (derived buffers aside)."""
     import torch
 
-    state = {foreign.removeprefix(strip_prefix): torch.from_numpy(np.array(weights[canon]))
-             for canon, foreign in foreign_names(config, num_heads, schema).items()}
+    names = foreign_names(config, num_heads, schema)
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    state = {}
+    for canon, foreign in names.items():
+        key = foreign.removeprefix(strip_prefix)
+        value = np.array(weights[canon])
+        state[key] = torch.from_numpy(value.reshape(expected.get(key, value.shape)))  # e.g. (C,) layer scales as (C, 1, 1)
     missing, unexpected = model.load_state_dict(state, strict=False)
     leftovers = [k for k in missing if not k.endswith(("num_batches_tracked", "attention_bias_idxs"))]
     if leftovers or unexpected:
@@ -34,28 +36,15 @@ def _finish(model, dtype):
     import torch
 
     model = model.to(torch.float64 if np.dtype(dtype) == np.float64 else torch.float32)
-    model.eval()  # also refreshes transformers' cached attention bias (`ab`) from the loaded table
+    model.eval()  # also refreshes the references' cached attention biases from the loaded tables
     return model
 
 
 def hf_model(config, weights: dict, num_heads: int, dtype=np.float32):
-    """The transformers 4.40.2 model (EfficientFormer or SwiftFormer) holding `weights` (canonical names)."""
-    import transformers
-
-    if config.model_type == "swiftformer" and config.attention_generation != "v1":
-        raise ConfigError("transformers' SwiftFormer implements attention generation v1 only")
-    config_cls = {"efficientformer": transformers.EfficientFormerConfig, "swiftformer": transformers.SwiftFormerConfig}
-    fields = {k: v for k, v in config.to_dict().items() if k != "attention_generation"}  # npformer's, not transformers'
-    hf_config = config_cls[config.model_type](**fields)
-    if config.model_type == "efficientformer":
-        hf_config.hidden_size = config.width  # WithTeacher sizes its heads with it (spec §6.1)
-    model = getattr(transformers, ARCHITECTURE_FOR_HEADS[config.model_type][num_heads])(hf_config)
+    """The transformers 4.40.2 model holding `weights` (canonical names), for `num_heads` classifier heads."""
+    model = family_of(config).reference.transformers_model(config, num_heads)
     # the bare backbone classes have no `efficientformer.` / `swiftformer.` prefix
     _load_into(model, config, weights, num_heads, "transformers", "" if num_heads else f"{config.model_type}.")
-    if config.model_type == "efficientformer":
-        for name, buf in model.named_buffers():
-            if name.endswith("attention_bias_idxs"):
-                assert np.array_equal(buf.numpy(), attention_bias_index(config.resolution))
     return _finish(model, dtype)
 
 
@@ -96,26 +85,9 @@ def import_timm():
 
 
 def timm_model(config, weights: dict, dtype=np.float32):
-    """timm's EfficientFormer or SwiftFormer in eval mode holding `weights` (canonical names are
-    timm's), and timm's own original→timm `checkpoint_filter_fn` for that family.
-
-    timm's EfficientFormer LayerNorm eps is fixed at 1e-5; its SwiftFormer attention is v2."""
-    import_timm()
-    from timm.models import efficientformer as timm_ef
-    from timm.models import swiftformer as timm_sf
-
-    if config.model_type == "efficientformer":
-        if config.layer_norm_eps != 1e-5:
-            raise ConfigError(f"timm's EfficientFormer uses LayerNorm eps 1e-5, the config says {config.layer_norm_eps}")
-        model = timm_ef.EfficientFormer(depths=tuple(config.depths), embed_dims=tuple(config.hidden_sizes),
-                                        num_vit=config.num_meta3d_blocks, num_classes=config.num_labels)
-        filter_fn = timm_ef.checkpoint_filter_fn
-    else:
-        if config.attention_generation != "v2":
-            raise ConfigError("timm's SwiftFormer implements attention generation v2 only")
-        model = timm_sf.SwiftFormer(layers=list(config.depths), embed_dims=list(config.embed_dims),
-                                    num_classes=config.num_labels)
-        filter_fn = timm_sf.checkpoint_filter_fn
+    """timm's model for `config` in eval mode holding `weights` (canonical names are timm's), and
+    timm's own original→timm `checkpoint_filter_fn` for that family (None where timm has none)."""
+    model, filter_fn = family_of(config).reference.timm_model(config)
     _load_into(model, config, weights, 2, "timm")
     return _finish(model, dtype), filter_fn
 

@@ -20,38 +20,28 @@ import zlib
 
 import numpy as np
 
-from .config import EfficientFormerConfig, SwiftFormerConfig
-from .convert import ARCHITECTURE_FOR_HEADS
-from .seeded import seeded_weights
-from .trace import Trace
+from ..checkpoints.seeded import seeded_weights
+from ..models.registry import FAMILIES
+from ..models.registry import family as family_named
+from ..models.registry import model_class
+from ..trace import Trace
 
-# output fields compared whole, by family and number of classifier heads
-OUTPUTS = {
-    ("efficientformer", 0): ("last_hidden_state",),
-    ("efficientformer", 1): ("logits",),
-    ("efficientformer", 2): ("logits", "cls_logits", "distillation_logits"),
-    ("swiftformer", 0): ("last_hidden_state",),
-    ("swiftformer", 2): ("logits",),
-}
-HEAD_KINDS = {0: "Model", 1: "ForImageClassification", 2: "WithTeacher"}  # EfficientFormer's class names
-DISPLAY = {"efficientformer": "EfficientFormer", "swiftformer": "SwiftFormer"}
+HEAD_KINDS = {0: "Model", 1: "ForImageClassification", 2: "WithTeacher"}  # fixture prefixes, by classifier heads
 TIMM_STAGES = ("stem", "stages.0", "stages.1", "stages.2", "stages.3", "norm")
 
-# (family, variant, reference, heads) of every parity row
-CASES = (
-    [("efficientformer", v, "transformers", h) for v in ("l1", "l3", "l7") for h in (2, 1, 0)]
-    + [("efficientformer", v, "timm", 2) for v in ("l1", "l3", "l7")]
-    + [("swiftformer", v, "transformers", h) for v in ("xs", "s", "l1", "l3") for h in (2, 0)]
-    + [("swiftformer", v, "timm", 2) for v in ("xs", "s", "l1", "l3")]
-)
+# (family, variant, reference, heads) of every parity row, from each family's reference.py
+CASES = [(name, *case) for name, f in FAMILIES.items() for case in f.reference.PARITY_CASES]
 
 
 def reference_config(family: str, variant: str, reference: str):
-    """The config a reference implements: timm's EfficientFormer has LayerNorm eps 1e-5,
-    transformers' SwiftFormer attention v1 and timm's v2."""
-    if family == "efficientformer":
-        return EfficientFormerConfig.variant(variant, **({"layer_norm_eps": 1e-5} if reference == "timm" else {}))
-    return SwiftFormerConfig.variant(variant, attention_generation="v2" if reference == "timm" else "v1")
+    """The config a reference implements (e.g. timm's EfficientFormer has LayerNorm eps 1e-5,
+    transformers' SwiftFormer attention v1 and timm's v2)."""
+    return family_named(family).reference.reference_config(variant, reference)
+
+
+def outputs_compared(family: str, num_heads: int) -> tuple:
+    """The output fields a parity check compares whole, for a family's class with `num_heads` heads."""
+    return family_named(family).reference.OUTPUTS[num_heads]
 
 
 def seeded_pixels(batch: int, size: int = 224, seed: int = 1) -> np.ndarray:
@@ -62,13 +52,11 @@ def seeded_pixels(batch: int, size: int = 224, seed: int = 1) -> np.ndarray:
 def npformer_outputs(cfg, weights, num_heads, pixels, dtype, reference="transformers", fuse=False) -> dict:
     """npformer's outputs as a dict; against timm, `hidden_states` are the TIMM_STAGES outputs.
     `fuse`: run the fused fast path (BatchNorms folded into convolutions)."""
-    from . import architectures
-
-    model = architectures()[ARCHITECTURE_FOR_HEADS[cfg.model_type][num_heads]](cfg, weights, dtype=dtype)
+    fam = family_named(cfg.model_type)
+    model = model_class(fam.architecture(num_heads))(cfg, weights, dtype=dtype)
     model = model.fuse() if fuse else model
     trace = Trace(TIMM_STAGES)
-    kwargs = {"output_attentions": True} if cfg.model_type == "efficientformer" else {}
-    out = model(pixels, output_hidden_states=True, trace=trace, **kwargs)
+    out = model(pixels, output_hidden_states=True, trace=trace, **fam.reference.FORWARD_OPTIONS)
     result = {k: getattr(out, k) for k in out.keys()}
     if reference == "timm":
         result["hidden_states"] = tuple(trace[name] for name in TIMM_STAGES)
@@ -81,8 +69,8 @@ def reference_outputs(cfg, weights, num_heads, pixels, dtype, reference) -> dict
     from .oracle import hf_forward, hf_model, timm_forward, timm_model
 
     if reference == "transformers":
-        kwargs = {"output_attentions": True} if cfg.model_type == "efficientformer" else {}
-        return hf_forward(hf_model(cfg, weights, num_heads, dtype), pixels, output_hidden_states=True, **kwargs)
+        options = family_named(cfg.model_type).reference.FORWARD_OPTIONS
+        return hf_forward(hf_model(cfg, weights, num_heads, dtype), pixels, output_hidden_states=True, **options)
     model, _ = timm_model(cfg, weights, dtype)
     return timm_forward(model, pixels, TIMM_STAGES)
 
@@ -107,7 +95,7 @@ def entry_diff(name: str, a, b) -> float:
 
 def max_diffs(ours: dict, ref: dict, family: str, num_heads: int) -> dict:
     """Largest difference of the outputs, the hidden states (and attentions), as `entry_diff` measures them."""
-    keys = [k for k in OUTPUTS[family, num_heads] if k in ref]  # timm returns the averaged logits only
+    keys = [k for k in outputs_compared(family, num_heads) if k in ref]  # timm returns the averaged logits only
     diffs = {"output": max(entry_diff(k, ours[k], ref[k]) for k in keys)}
     for field in ("hidden_states", "attentions"):
         if field in ref:
@@ -127,12 +115,13 @@ def compare(family: str, variant: str, reference: str, num_heads: int, batch: in
 
 
 def _class_name(family, num_heads):
-    """The model class without the family prefix; EfficientFormer's teacher class as "WithTeacher"."""
-    name = ARCHITECTURE_FOR_HEADS[family][num_heads].removeprefix(DISPLAY[family])
+    """The model class without the family prefix; a teacher class as "WithTeacher"."""
+    fam = family_named(family)
+    name = fam.architecture(num_heads).removeprefix(fam.display)
     return "WithTeacher" if name.endswith("WithTeacher") else name
 
 
-def parity_table(families=("efficientformer", "swiftformer"), variants=None, references=("transformers", "timm"),
+def parity_table(families=tuple(FAMILIES), variants=None, references=("transformers", "timm"),
                  batches=(1, 4), printer=print) -> list[dict]:
     """Print and return one row per case and batch: float32 and float64 max diffs, and float32 of the fused fast path."""
     import torch
@@ -157,8 +146,10 @@ def parity_table(families=("efficientformer", "swiftformer"), variants=None, ref
             r32 = compare(family, variant, reference, num_heads, batch, np.float32)
             r64 = compare(family, variant, reference, num_heads, batch, np.float64)
             r32f = compare(family, variant, reference, num_heads, batch, np.float32, fused=True)
-            model = f"{DISPLAY[family]}-{variant.upper()}"
-            ref = reference if family == "efficientformer" else f"{reference} ({'v1' if reference == 'transformers' else 'v2'})"
+            fam = family_named(family)
+            model = f"{fam.display}-{variant.upper()}"
+            generation = getattr(reference_config(family, variant, reference), "attention_generation", None)
+            ref = f"{reference} ({generation})" if generation else reference
             rows.append(dict(model=model, reference=ref, cls=_class_name(family, num_heads), batch=batch,
                              float32=r32, float64=r64, fused_float32=r32f))
             cells = lambda r: " ".join(f"{r[k]:10.2e}" if k in r else f"{'—':>10}"  # noqa: E731
@@ -180,7 +171,7 @@ def golden_entries(outputs: dict, family: str, num_heads: int, prefix: str) -> d
     """What a golden fixture keeps of a forward: the heads' outputs whole, the backbone's output
     sampled (4096 values), and 256 sampled values of every hidden state and attention map."""
     entries = {}
-    for key in OUTPUTS[family, num_heads]:
+    for key in outputs_compared(family, num_heads):
         value = outputs[key]
         entries[f"{prefix}/{key}"] = value if key != "last_hidden_state" else sample(value, f"{prefix}/{key}", 4096)
     for field in ("hidden_states", "attentions"):

@@ -24,79 +24,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from .config import EfficientFormerConfig
-from .errors import InputError
-from .fuse import AFTER
-from .layers import ACTIVATIONS, gather_attention_bias, layer_norm, linear, multi_head_attention
-from .layers import pool_mixer, relu
-from .losses import classification_loss
-from .modeling import PreTrainedModel, as_pixel_values, bn_schema, check_finite_output, conv_bn, conv_schema, linear_schema
-from .outputs import BaseModelOutput, EfficientFormerForImageClassificationWithTeacherOutput, ImageClassifierOutput
-from .trace import no_trace
-from .weights import Params
-
-# ---------------------------------------------------------------------------------------------
-# weight schema: every tensor, with its shape
-
-
-def block_names(cfg: EfficientFormerConfig, stage: int) -> list[tuple[str, str]]:
-    """(kind, name) of each block of a stage, kind in {"meta4d", "flat", "meta3d"}.
-
-    As in timm, the flatten step takes a block index of its own in the last stage, so for L1 the
-    attention block is `stages.3.blocks.4` (blocks 0–2 pool, block 3 flattens).
-    """
-    prefix = f"stages.{stage}.blocks"
-    if stage < 3:
-        return [("meta4d", f"{prefix}.{i}") for i in range(cfg.depths[stage])]
-    n4d = cfg.num_meta4d_last_stage
-    blocks = [("meta4d", f"{prefix}.{i}") for i in range(n4d)] + [("flat", f"{prefix}.{n4d}")]
-    return blocks + [("meta3d", f"{prefix}.{n4d + 1 + j}") for j in range(cfg.num_meta3d_blocks)]
-
-
-def weight_schema(cfg: EfficientFormerConfig, num_heads: int = 2) -> dict[str, tuple]:
-    """{name: shape} of every tensor of a model with `num_heads` classifier heads (0, 1 or 2)."""
-    C, hidden = cfg.hidden_sizes, cfg.mlp_expansion_ratio
-    s = {}
-    s |= conv_schema("stem.conv1", C[0] // 2, cfg.num_channels, 3) | bn_schema("stem.norm1", C[0] // 2)
-    s |= conv_schema("stem.conv2", C[0], C[0] // 2, 3) | bn_schema("stem.norm2", C[0])
-    for stage in range(4):
-        c = C[stage]
-        if stage > 0 and cfg.has_downsample(stage):
-            down = f"stages.{stage}.downsample"
-            s |= conv_schema(f"{down}.conv", c, C[stage - 1], cfg.downsample_patch_size) | bn_schema(f"{down}.norm", c)
-        for kind, name in block_names(cfg, stage):
-            if kind == "meta4d":
-                s |= conv_schema(f"{name}.mlp.fc1", hidden * c, c, 1) | bn_schema(f"{name}.mlp.norm1", hidden * c)
-                s |= conv_schema(f"{name}.mlp.fc2", c, hidden * c, 1) | bn_schema(f"{name}.mlp.norm2", c)
-            elif kind == "meta3d":
-                h, dk = cfg.num_attention_heads, cfg.key_dim
-                dv = cfg.attention_ratio * dk
-                s |= {f"{name}.norm1.weight": (c,), f"{name}.norm1.bias": (c,)}
-                s |= linear_schema(f"{name}.token_mixer.qkv", h * (2 * dk + dv), c)
-                s |= linear_schema(f"{name}.token_mixer.proj", c, h * dv)
-                s[f"{name}.token_mixer.attention_biases"] = (h, cfg.resolution**2)
-                s |= {f"{name}.norm2.weight": (c,), f"{name}.norm2.bias": (c,)}
-                s |= linear_schema(f"{name}.mlp.fc1", hidden * c, c) | linear_schema(f"{name}.mlp.fc2", c, hidden * c)
-            if kind != "flat" and cfg.use_layer_scale:
-                s |= {f"{name}.ls1.gamma": (c,), f"{name}.ls2.gamma": (c,)}
-    s |= {"norm.weight": (cfg.width,), "norm.bias": (cfg.width,)}
-    if cfg.num_labels > 0:
-        for head in ("head", "head_dist")[:num_heads]:
-            s |= linear_schema(head, cfg.num_labels, cfg.width)
-    return s
-
-
-def batch_norm_folds(cfg: EfficientFormerConfig) -> list[tuple[str, str, str]]:
-    """(conv, norm, where) of every BatchNorm that `model.fuse()` folds: all of them, each after its conv."""
-    folds = [("stem.conv1", "stem.norm1", AFTER), ("stem.conv2", "stem.norm2", AFTER)]
-    for stage in range(4):
-        if stage > 0 and cfg.has_downsample(stage):
-            folds.append((f"stages.{stage}.downsample.conv", f"stages.{stage}.downsample.norm", AFTER))
-        for kind, name in block_names(cfg, stage):
-            if kind == "meta4d":
-                folds += [(f"{name}.mlp.fc1", f"{name}.mlp.norm1", AFTER), (f"{name}.mlp.fc2", f"{name}.mlp.norm2", AFTER)]
-    return folds
-
+from ...errors import InputError
+from ...layers import ACTIVATIONS, gather_attention_bias, layer_norm, linear, multi_head_attention
+from ...layers import pool_mixer, relu
+from ...losses import classification_loss
+from ...outputs import BaseModelOutput, EfficientFormerForImageClassificationWithTeacherOutput, ImageClassifierOutput
+from ...params import Params
+from ...trace import no_trace
+from ..base import PreTrainedModel, as_pixel_values, check_finite_output, conv_bn
+from .schema import batch_norm_folds, stages, weight_schema
 
 # ---------------------------------------------------------------------------------------------
 # blocks, in data-flow order
@@ -182,11 +118,11 @@ def encoder(x, p: Params, cfg, trace):
     transformers' 8 hidden_states, the attention probabilities of each Meta3D block)."""
     x = stem(x, p, cfg, trace)
     hidden_states, attentions = [x], []
-    for stage in range(4):
-        if stage > 0 and cfg.has_downsample(stage):
-            x = downsample(x, p, cfg, trace, f"stages.{stage}.downsample")
+    for stage in stages(cfg):
+        if stage.downsample:
+            x = downsample(x, p, cfg, trace, stage.downsample)
             hidden_states.append(x)
-        for kind, name in block_names(cfg, stage):
+        for kind, name in stage.blocks:
             if kind == "meta4d":
                 x = meta4d_block(x, p, cfg, trace, name)
             elif kind == "flat":
@@ -194,7 +130,7 @@ def encoder(x, p: Params, cfg, trace):
             else:
                 x, probs = meta3d_block(x, p, cfg, trace, name)
                 attentions.append(probs)
-        hidden_states.append(trace(f"stages.{stage}", x))
+        hidden_states.append(trace(f"stages.{stage.index}", x))
     return x, hidden_states, attentions
 
 
@@ -278,9 +214,3 @@ class EfficientFormerForImageClassificationWithTeacher(EfficientFormerPreTrained
         return EfficientFormerForImageClassificationWithTeacherOutput(
             logits, cls_logits, distillation_logits, out.hidden_states, out.attentions
         )
-
-
-ARCHITECTURES = {
-    cls.__name__: cls
-    for cls in (EfficientFormerModel, EfficientFormerForImageClassification, EfficientFormerForImageClassificationWithTeacher)
-}

@@ -17,6 +17,8 @@ import zlib
 
 import numpy as np
 
+from ..models.registry import family_of
+
 
 def _rng(seed: int, name: str) -> np.random.Generator:
     return np.random.default_rng([seed, zlib.crc32(name.encode())])
@@ -37,6 +39,11 @@ def seeded_tensor(name: str, shape: tuple, seed: int) -> np.ndarray:
         # SwiftFormer's attention branch: with v1 attention its global query is a plain sum of up
         # to 3136 unit vectors, so scales ten times smaller keep the logits O(10), not O(50)
         x = rng.uniform(0.01, 0.06, shape) * rng.choice([-1.0, 1.0], shape)
+    elif parent == "talking_head2" and leaf == "bias":
+        # EfficientFormerV2 adds this bias to attention probabilities of ~1/49 each, and A·v then
+        # sums it over every key: at 0.1 each attention block amplifies the stream and V2-L's
+        # logits reach ~700; 0.01 (half a typical probability) keeps them O(10)
+        x = rng.normal(0.0, 0.01, shape)
     elif leaf in ("gamma", "w_g") or leaf.startswith("layer_scale"):
         x = rng.uniform(0.1, 0.6, shape) * rng.choice([-1.0, 1.0], shape)
     elif leaf == "weight" and len(shape) == 1:  # BatchNorm / LayerNorm scale
@@ -50,10 +57,6 @@ def seeded_tensor(name: str, shape: tuple, seed: int) -> np.ndarray:
 
 
 def seeded_weights(config, num_heads: int = 2, seed: int = 0) -> dict:
-    """A full weight dict for `config` (see the model module's `weight_schema`)."""
-    if config.model_type == "swiftformer":
-        from .swiftformer import weight_schema
-    else:
-        from .efficientformer import weight_schema
-
-    return {name: seeded_tensor(name, shape, seed) for name, shape in weight_schema(config, num_heads).items()}
+    """A full weight dict for `config` (its family's `weight_schema`)."""
+    schema = family_of(config).schema.weight_schema(config, num_heads)
+    return {name: seeded_tensor(name, shape, seed) for name, shape in schema.items()}

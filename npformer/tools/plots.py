@@ -2,7 +2,7 @@
 
 matplotlib is imported inside each function, never when npformer is imported: npformer's
 run-time dependencies stay numpy, pillow and safetensors. What the pictures show is computed in
-`npformer.explain`; these functions only lay images out.
+`npformer.tools.explain`; these functions only lay images out.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ def _pyplot():
     try:
         import matplotlib.pyplot as plt
     except ImportError:
-        raise ImportError("npformer.plots needs matplotlib: pip install 'npformer[notebooks]'") from None
+        raise ImportError("npformer.tools.plots needs matplotlib: pip install 'npformer[notebooks]'") from None
     return plt
 
 

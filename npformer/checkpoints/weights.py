@@ -37,32 +37,11 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__
-from .errors import CheckpointMismatchError, WeightFileError
+from .._version import __version__
+from ..errors import CheckpointMismatchError, WeightFileError
 
 FORMAT = "npformer"
 FORMAT_VERSION = 1
-
-
-class Params:
-    """A read-only view of a flat {name: array} dict under a dotted prefix.
-
-    >>> p = Params({"stem.conv1.weight": w}); p.scope("stem.conv1")["weight"] is w
-    True
-    """
-
-    def __init__(self, tensors: dict, prefix: str = ""):
-        self.tensors = tensors
-        self.prefix = prefix
-
-    def __getitem__(self, key: str) -> np.ndarray:
-        return self.tensors[self.prefix + key]
-
-    def __contains__(self, key: str) -> bool:
-        return self.prefix + key in self.tensors
-
-    def scope(self, name: str) -> "Params":
-        return Params(self.tensors, self.prefix + name + ".")
 
 
 def make_metadata(family: str, architecture: str, config: dict, source: str, checkpoint: str) -> dict:

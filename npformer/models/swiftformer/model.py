@@ -28,75 +28,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from .config import SwiftFormerConfig
-from .fuse import AFTER, BEFORE
-from .layers import ACTIVATIONS, conv2d, gelu, l2_normalize, linear, relu, softmax
-from .losses import classification_loss
-from .modeling import PreTrainedModel, as_pixel_values, bn, bn_schema, check_finite_output, conv_bn, conv_schema, linear_schema
-from .outputs import BaseModelOutputWithNoAttention, ImageClassifierOutputWithNoAttention
-from .trace import no_trace
-from .weights import Params
+from ...layers import ACTIVATIONS, conv2d, gelu, l2_normalize, linear, relu, softmax
+from ...losses import classification_loss
+from ...outputs import BaseModelOutputWithNoAttention, ImageClassifierOutputWithNoAttention
+from ...params import Params
+from ...trace import no_trace
+from ..base import PreTrainedModel, as_pixel_values, bn, check_finite_output, conv_bn
+from .schema import batch_norm_folds, stages, weight_schema
 
 # ---------------------------------------------------------------------------------------------
 # weight schema: every tensor, with its shape
-
-
-def block_names(cfg: SwiftFormerConfig, stage: int) -> list[tuple[str, str]]:
-    """(kind, name) of each block of a stage: depth−1 "conv_encoder" blocks, then one "encoder"."""
-    depth = cfg.depths[stage]
-    kinds = ["conv_encoder"] * (depth - 1) + ["encoder"]
-    return [(kind, f"stages.{stage}.blocks.{i}") for i, kind in enumerate(kinds)]
-
-
-def conv_encoder_schema(name, c, hidden):
-    s = conv_schema(f"{name}.dwconv", c, 1, 3) | bn_schema(f"{name}.norm", c)
-    s |= conv_schema(f"{name}.pwconv1", hidden, c, 1) | conv_schema(f"{name}.pwconv2", c, hidden, 1)
-    return s | {f"{name}.layer_scale.gamma": (c, 1, 1)}
-
-
-def weight_schema(cfg: SwiftFormerConfig, num_heads: int = 2) -> dict[str, tuple]:
-    """{name: shape} of every tensor; `num_heads` is 2 (classifier: norm, head, head_dist) or 0 (backbone)."""
-    C = cfg.embed_dims
-    s = conv_schema("stem.0", C[0] // 2, cfg.num_channels, 3) | bn_schema("stem.1", C[0] // 2)
-    s |= conv_schema("stem.3", C[0], C[0] // 2, 3) | bn_schema("stem.4", C[0])
-    for stage in range(4):
-        c = C[stage]
-        if stage > 0 and cfg.has_downsample(stage):
-            down = f"stages.{stage}.downsample"
-            s |= conv_schema(f"{down}.proj", c, C[stage - 1], cfg.down_patch_size) | bn_schema(f"{down}.norm", c)
-        for kind, name in block_names(cfg, stage):
-            if kind == "conv_encoder":
-                s |= conv_encoder_schema(name, c, cfg.mlp_ratio * c)
-                continue
-            s |= conv_encoder_schema(f"{name}.local_representation", c, c)
-            for linear_name in ("to_query", "to_key", "proj", "final"):
-                s |= linear_schema(f"{name}.attn.{linear_name}", c, c)
-            s[f"{name}.attn.w_g"] = (c, 1)
-            hidden = cfg.mlp_ratio * c
-            s |= bn_schema(f"{name}.linear.norm1", c)
-            s |= conv_schema(f"{name}.linear.fc1", hidden, c, 1) | conv_schema(f"{name}.linear.fc2", c, hidden, 1)
-            if cfg.use_layer_scale:
-                s |= {f"{name}.layer_scale_{i}.gamma": (c, 1, 1) for i in (1, 2)}
-    if num_heads:
-        s |= bn_schema("norm", cfg.width)
-        if cfg.num_labels > 0:
-            s |= linear_schema("head", cfg.num_labels, cfg.width) | linear_schema("head_dist", cfg.num_labels, cfg.width)
-    return s
-
-
-def batch_norm_folds(cfg: SwiftFormerConfig) -> list[tuple[str, str, str]]:
-    """(conv, norm, where) of every BatchNorm `model.fuse()` folds: all but the classifier's `norm`,
-    which is next to no convolution (it works on the last 7×7 map and costs next to nothing)."""
-    folds = [("stem.0", "stem.1", AFTER), ("stem.3", "stem.4", AFTER)]
-    for stage in range(4):
-        if stage > 0 and cfg.has_downsample(stage):
-            folds.append((f"stages.{stage}.downsample.proj", f"stages.{stage}.downsample.norm", AFTER))
-        for kind, name in block_names(cfg, stage):
-            local = name if kind == "conv_encoder" else f"{name}.local_representation"
-            folds.append((f"{local}.dwconv", f"{local}.norm", AFTER))
-            if kind == "encoder":
-                folds.append((f"{name}.linear.fc1", f"{name}.linear.norm1", BEFORE))
-    return folds
 
 
 # ---------------------------------------------------------------------------------------------
@@ -182,14 +123,14 @@ def encoder(x, p: Params, cfg, trace):
     """Stem and the four stages: (last feature map [B, C, H, W], transformers' 8 hidden_states)."""
     x = stem(x, p, cfg, trace)
     hidden_states = [x]
-    for stage in range(4):
-        if stage > 0 and cfg.has_downsample(stage):
-            x = downsample(x, p, cfg, trace, f"stages.{stage}.downsample")
+    for stage in stages(cfg):
+        if stage.downsample:
+            x = downsample(x, p, cfg, trace, stage.downsample)
             hidden_states.append(x)
-        for kind, name in block_names(cfg, stage):
+        for kind, name in stage.blocks:
             block = conv_encoder if kind == "conv_encoder" else encoder_block
             x = block(x, p, cfg, trace, name)
-        hidden_states.append(trace(f"stages.{stage}", x))
+        hidden_states.append(trace(f"stages.{stage.index}", x))
     return x, hidden_states
 
 
@@ -238,6 +179,3 @@ class SwiftFormerForImageClassification(SwiftFormerPreTrainedModel):
             logits = trace("logits", (cls_logits + dist_logits) / 2)  # [B, num_labels]
         loss = None if labels is None else classification_loss(logits, labels, self.config)
         return ImageClassifierOutputWithNoAttention(loss, logits, tuple(hidden_states) if output_hidden_states else None)
-
-
-ARCHITECTURES = {cls.__name__: cls for cls in (SwiftFormerModel, SwiftFormerForImageClassification)}

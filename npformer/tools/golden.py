@@ -37,8 +37,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__
-from .errors import NpformerError, WeightFileError
+from .._version import __version__
+from ..errors import NpformerError, WeightFileError
 
 FIXTURE_FORMAT = "npformer-trace"
 FIXTURE_FORMAT_VERSION = 1
@@ -51,7 +51,7 @@ def trace_to_fixture(model, pixel_values, path, weights_name: str = "") -> dict:
     Returns the metadata written. Tensors keep the model's dtype (float32 or float64)."""
     from safetensors.numpy import save_file
 
-    from .trace import Trace
+    from ..trace import Trace
 
     trace = Trace()
     pixels = np.asarray(pixel_values)

@@ -1,6 +1,6 @@
 """What every npformer model class shares: weights held read-only in one dtype, loading and
-saving, the pixel-value check, the small helpers the weight schemas are written with, and the
-convolution + BatchNorm pair both families are built from."""
+saving, the pixel-value check, and the convolution + BatchNorm pair the families are built from.
+(The helpers weight schemas are written with are in `models/schema.py`.)"""
 
 from __future__ import annotations
 
@@ -9,25 +9,13 @@ from types import MappingProxyType
 
 import numpy as np
 
-from .errors import InputError
-from .fuse import is_folded
-from .layers import batch_norm, conv2d
-from .weights import Params, check_tensors
-
-
-def conv_schema(name, out_ch, in_ch, k):
-    """A Conv2d with bias: weight [OC, IC/groups, k, k], bias [OC]."""
-    return {f"{name}.weight": (out_ch, in_ch, k, k), f"{name}.bias": (out_ch,)}
-
-
-def bn_schema(name, ch):
-    """A BatchNorm2d in eval mode (num_batches_tracked is not kept)."""
-    return {f"{name}.{p}": (ch,) for p in ("weight", "bias", "running_mean", "running_var")}
-
-
-def linear_schema(name, out_f, in_f):
-    """A Linear with bias: weight [OUT, IN], bias [OUT]."""
-    return {f"{name}.weight": (out_f, in_f), f"{name}.bias": (out_f,)}
+from ..checkpoints.convert import load_any
+from ..checkpoints.seeded import seeded_weights
+from ..checkpoints.weights import check_tensors, make_metadata, save_weights
+from ..errors import InputError
+from ..fuse import fold_batch_norms, is_folded
+from ..layers import batch_norm, conv2d
+from ..params import Params
 
 
 def as_pixel_values(pixel_values, num_channels: int, dtype) -> np.ndarray:  # [B, C, H, W] -> [B, C, H, W]
@@ -137,9 +125,7 @@ class PreTrainedModel:
         self.dtype = np.dtype(dtype)
         if self.dtype not in (np.float32, np.float64):
             raise InputError(f"dtype must be float32 or float64, got {self.dtype}")
-        if weights is None:  # like transformers' Model(config): random weights (here seeded, see seeded.py)
-            from .seeded import seeded_weights
-
+        if weights is None:  # like transformers' Model(config): random weights (here seeded, see checkpoints/seeded.py)
             weights = seeded_weights(config, num_heads=self.num_heads)
         check_tensors(weights, self.weight_schema(config, self.num_heads), source=type(self).__name__)
         self._set_weights({k: np.array(v, dtype=self.dtype, copy=True) for k, v in weights.items()})
@@ -155,8 +141,6 @@ class PreTrainedModel:
         """This model with each BatchNorm folded into its convolution: one pass over each feature map
         fewer, the same outputs to float32 rounding (see fuse.py). The fast path; an oracle trace
         of the unfused model has more entries (each convolution before its BatchNorm)."""
-        from .fuse import fold_batch_norms
-
         if self.fused:
             return self
         model = copy.copy(self)
@@ -170,8 +154,6 @@ class PreTrainedModel:
         """Load an npformer weight file, a transformers model directory or an original / timm
         checkpoint into this class (dropping heads it does not use, as transformers does);
         `fuse=True` gives the fused fast path (`fuse`)."""
-        from .convert import load_any
-
         config, tensors, _ = load_any(path, attention_generation=attention_generation)
         if config.model_type != cls.family:
             raise InputError(f"{path} holds a {config.model_type} model; {cls.__name__} is a {cls.family}")
@@ -184,7 +166,5 @@ class PreTrainedModel:
         """Write an npformer weight file (float32)."""
         if self.fused:
             raise InputError("a fused model has no BatchNorm weights to save: save the model before .fuse()")
-        from .weights import make_metadata, save_weights
-
         meta = make_metadata(self.family, type(self).__name__, self.config.to_dict(), source, checkpoint)
         save_weights(path, {k: v.astype(np.float32) for k, v in self.weights.items()}, meta)

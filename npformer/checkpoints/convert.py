@@ -1,0 +1,240 @@
+"""Converters: foreign checkpoints → npformer's canonical weights, for every family.
+
+Each family's `schema.py` says how its three key schemas (transformers, original, timm) name the
+same tensors; npformer's canonical names are timm's. Converting is a lookup in the inverse of
+that map. Derived buffers are checked, then dropped (e.g. EfficientFormer's `attention_bias_idxs`
+must equal the |Δrow|·R + |Δcol| table npformer computes); `num_batches_tracked` is unused at
+inference.
+
+A SwiftFormer's attention generation (spec §4.2) is never guessed: transformers checkpoints are
+v1, timm checkpoints v2, and for an original `.pth` the caller must say which.
+
+Nothing here imports model code: a checkpoint needs its family's config and schema only.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import CheckpointMismatchError, ConfigError, WeightFileError
+from ..models import registry
+from ..models.registry import Family, family_of, variant_name
+from ..models.schema import foreign_names as _foreign_names
+from .weights import check_tensors, make_metadata, metadata_config, read_safetensors, save_weights, validate_metadata
+
+
+def foreign_names(cfg, num_heads: int, schema: str) -> dict[str, str]:
+    """{canonical tensor name: its name in `schema`} for every tensor of the model."""
+    contract = family_of(cfg).schema
+    return _foreign_names(contract.KEY_MAPS[schema](cfg), contract.weight_schema(cfg, num_heads))
+
+
+def to_canonical(state: dict, cfg, num_heads: int, schema: str, source: str) -> dict:
+    """Rename a foreign state dict to canonical names; check and drop the derived buffers.
+
+    Raises CheckpointMismatchError naming every missing, unexpected or mis-shaped tensor.
+    """
+    contract = family_of(cfg).schema
+    names = foreign_names(cfg, num_heads, schema)
+    inverse = {foreign: canon for canon, foreign in names.items()}
+    expected = contract.weight_schema(cfg, num_heads)
+    tensors, unexpected = {}, []
+    for key, value in state.items():
+        if key in inverse:
+            if value.dtype.kind != "f":  # casting would hide it: an int / bool / complex weight is not a float weight
+                raise CheckpointMismatchError(f"{source}: {key} is a {value.dtype} tensor; weights must be floating-point")
+            canon = inverse[key]
+            with np.errstate(over="ignore"):  # float64 beyond float32's range becomes inf, refused by check_values
+                value = np.asarray(value, dtype=np.float32)
+            shape = expected[canon]
+            if value.shape[: len(shape)] == shape and set(value.shape[len(shape):]) == {1}:
+                value = value.reshape(shape)  # trailing unit axes only: layer scales saved as (C, 1, 1) where timm has (C,)
+            tensors[canon] = value
+        elif key.endswith(".num_batches_tracked"):
+            continue
+        elif not contract.check_derived_buffer(key, value, cfg, source):
+            unexpected.append(key)
+    check_tensors({**tensors, **{k: np.zeros(0) for k in unexpected}}, expected, source)
+    return tensors
+
+
+# ---------------------------------------------------------------------------------------------
+# reading whole checkpoints
+
+
+def _read_state_dict(path: Path) -> dict:
+    """A flat {name: array} from a .safetensors, .bin, .pth or .pt file (no torch, no code run)."""
+    if path.suffix == ".safetensors":
+        return read_safetensors(path)[0]
+    from .torchfile import flatten_state_dict, load_torch_file
+
+    return flatten_state_dict(load_torch_file(path), path)
+
+
+def _resolve_generation(fam: Family, schema: str, requested: str | None, source: str) -> str | None:
+    """A SwiftFormer checkpoint's attention generation: known from its schema, else the caller's."""
+    generations = fam.attention_generations
+    if generations is None:
+        if requested is not None:
+            raise ConfigError(f"{source}: attention_generation applies to SwiftFormer only, this is {fam.article} "
+                              f"{fam.name}")
+        return None
+    known = fam.schema.SOURCE_GENERATION.get(schema)
+    if known and requested not in (None, known):
+        raise ConfigError(
+            f"{source}: {schema} SwiftFormer checkpoints use attention generation {known} "
+            f"({generations[known]}); {requested} would give plausible but wrong logits"
+        )
+    if known is None and requested is None:
+        raise ConfigError(
+            f"{source}: an original SwiftFormer checkpoint does not say which attention it was trained with; "
+            "pass attention_generation='v1' (checkpoints of the first release, before 2023-07-26: "
+            f"{generations['v1']}) or 'v2' ({generations['v2']}); "
+            "on the command line: --attention v1 or --attention v2"
+        )
+    return known or requested
+
+
+def _out_channels(state: dict, fam: Family, schema: str, source: str):
+    """`out_channels(key)`: the [OUT, ...] size of a weight in `state`, or an error saying it is missing."""
+    def out_channels(key):
+        if key not in state:
+            raise CheckpointMismatchError(f"{source}: not a {schema} {fam.name} checkpoint (no {key})")
+        if state[key].ndim < 1:
+            raise CheckpointMismatchError(f"{source}: {key} has shape (), not a weight's [out, ...] shape")
+        return int(state[key].shape[0])
+
+    return out_channels
+
+
+def load_transformers_dir(path: Path, attention_generation=None):
+    """(config, canonical tensors, architecture) from a directory written by `save_pretrained`."""
+    try:  # model_type picks the family
+        model_type = json.loads((path / "config.json").read_text()).get("model_type")
+    except (OSError, ValueError, AttributeError) as err:
+        raise ConfigError(f"{path / 'config.json'}: not a readable JSON config object ({err})") from None
+    if model_type not in registry.FAMILIES or "transformers" not in registry.FAMILIES[model_type].schema.KEY_MAPS:
+        known = ", ".join(n for n, f in registry.FAMILIES.items() if "transformers" in f.schema.KEY_MAPS)
+        raise ConfigError(f"{path / 'config.json'}: model_type {model_type!r} is not one npformer implements ({known})")
+    fam = registry.FAMILIES[model_type]
+    cfg = fam.config.from_json_file(path / "config.json")
+    generation = _resolve_generation(fam, "transformers", attention_generation, str(path))
+    if generation is not None:
+        cfg.attention_generation = generation
+    for filename in ("model.safetensors", "pytorch_model.bin"):
+        if (path / filename).is_file():
+            state = _read_state_dict(path / filename)
+            break
+    else:
+        raise WeightFileError(f"{path}: has config.json but neither model.safetensors nor pytorch_model.bin")
+    prefix = f"{model_type}."
+    if not any(k.startswith(prefix) for k in state):  # saved from the bare backbone class: no prefix
+        state = {prefix + k: v for k, v in state.items()}
+    num_heads = fam.schema.transformers_heads(state, cfg)
+    if cfg.num_labels == 0:  # Identity heads hold no tensors: the class name says what it was
+        architecture = (cfg.extra.get("architectures") or [""])[0]
+        num_heads = next((n for n, name in fam.schema.ARCHITECTURES.items() if name == architecture), 0)
+    tensors = to_canonical(state, cfg, num_heads, "transformers", str(path))
+    return cfg, tensors, fam.architecture(num_heads)
+
+
+def _load_npformer_file(path: Path, tensors: dict, metadata: dict, attention_generation=None):
+    validate_metadata(path, metadata)
+    name = metadata.get("family")
+    if name not in registry.FAMILIES:
+        raise WeightFileError(f"{path}: metadata family {name!r} is not one of {sorted(registry.FAMILIES)}")
+    fam = registry.FAMILIES[name]
+    config_dict = metadata_config(metadata)
+    if config_dict.get("model_type", name) != name:
+        raise CheckpointMismatchError(
+            f"{path}: metadata family {name!r} contradicts its config's model_type {config_dict['model_type']!r}; "
+            "the file is inconsistent, convert it again"
+        )
+    held = registry.family_of_tensors(tensors)
+    if held not in (None, fam):
+        raise CheckpointMismatchError(
+            f"{path}: metadata says {name}, but the tensors are {held.name} tensors ({held.schema.SIGNATURE}); "
+            "convert the source again"
+        )
+    cfg = fam.config.from_dict(config_dict, source=f"{path} (metadata config)")
+    stated = metadata.get("variant")
+    if stated is not None and stated != variant_name(cfg):
+        raise CheckpointMismatchError(
+            f"{path}: metadata variant {stated!r} contradicts its config, which is "
+            f"{repr(variant_name(cfg)) if variant_name(cfg) else 'no published variant'}"
+        )
+    arch = metadata.get("architecture", "")
+    heads = {a: n for n, a in fam.schema.ARCHITECTURES.items()}
+    if arch not in heads:
+        raise WeightFileError(f"{path}: metadata architecture {arch!r} is not one of {sorted(heads)}")
+    if fam.attention_generations is not None:
+        stored = metadata.get("attention_generation")
+        if stored != cfg.attention_generation:
+            raise CheckpointMismatchError(
+                f"{path}: metadata attention_generation {stored!r} contradicts its config's "
+                f"{cfg.attention_generation!r}; the file is inconsistent, convert it again"
+            )
+        if attention_generation not in (None, stored):
+            raise CheckpointMismatchError(
+                f"{path}: holds SwiftFormer weights trained with attention {stored} "
+                f"({fam.attention_generations[stored]}); running them as {attention_generation} would give "
+                "plausible but wrong logits"
+            )
+    elif attention_generation is not None:
+        raise ConfigError(f"{path}: attention_generation applies to SwiftFormer only, this is {fam.article} {name}")
+    check_tensors(tensors, fam.schema.weight_schema(cfg, heads[arch]), str(path))
+    return cfg, tensors, metadata
+
+
+def load_any(path, attention_generation=None):
+    """(config, canonical tensors, metadata) from any supported source:
+
+    * an npformer weight file (`.safetensors` with npformer metadata),
+    * a transformers model directory (`config.json` + `model.safetensors` or `pytorch_model.bin`),
+    * an original (snap-research, Amshaker) or timm checkpoint (`.pth`, `.pt`, `.bin`, `.safetensors`).
+
+    `attention_generation` ("v1" / "v2"): SwiftFormer only; required for original checkpoints,
+    checked against what every other source says.
+    """
+    path = Path(path)
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise WeightFileError(f"{path}: a directory without config.json is not a transformers model directory")
+        cfg, tensors, arch = load_transformers_dir(path, attention_generation)
+        return cfg, tensors, make_metadata(cfg.model_type, arch, cfg.to_dict(), "transformers", path)
+    if not path.exists():
+        raise WeightFileError(f"{path}: no such file or directory")
+    if path.suffix == ".safetensors":
+        tensors, metadata = read_safetensors(path)
+        if metadata.get("format") == "npformer":
+            return _load_npformer_file(path, tensors, metadata, attention_generation)
+        state = tensors
+    else:
+        state = _read_state_dict(path)
+    fam, schema = registry.detect(state.keys(), str(path))
+    if schema == "transformers":
+        raise ConfigError(
+            f"{path}: holds transformers-named tensors but no config; point npformer at the model directory "
+            "(with config.json) instead of the weight file"
+        )
+    generation = _resolve_generation(fam, schema, attention_generation, str(path))
+    cfg = fam.schema.config_from_tensors(state, schema, _out_channels(state, fam, schema, str(path)),
+                                         attention_generation=generation)
+    num_heads = sum(h in state for h in fam.schema.HEAD_KEYS[schema])
+    tensors = to_canonical(state, cfg, num_heads, schema, str(path))
+    arch = fam.architecture(num_heads)
+    return cfg, tensors, make_metadata(fam.name, arch, cfg.to_dict(), schema, path)
+
+
+def convert_checkpoint(src, dst, attention_generation=None) -> dict:
+    """Convert any supported checkpoint to an npformer weight file at `dst`; returns its metadata.
+
+    `attention_generation`: "v1" or "v2", needed for original SwiftFormer checkpoints only."""
+    cfg, tensors, metadata = load_any(src, attention_generation)
+    if variant_name(cfg):
+        metadata["variant"] = variant_name(cfg)
+    save_weights(dst, tensors, metadata)
+    return metadata

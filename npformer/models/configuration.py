@@ -1,0 +1,179 @@
+"""What every family's config shares: transformers' `config.json`, read, checked and written.
+
+A family's config (`<family>/config.py`) is a dataclass subclass of `ClassifierConfig` carrying
+every field of the reference's class of the same name, with the same code defaults, plus the
+generic `PretrainedConfig` fields that matter to a classifier (`num_labels`, `id2label`,
+`problem_type`, ...). Each architecture field is either honoured by npformer's forward pass or
+rejected with a message saying why; training-only fields (dropout, drop-path, init) are kept so
+that a config round-trips.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import json
+import types
+import typing
+from dataclasses import asdict, dataclass, field, fields
+from typing import ClassVar
+from pathlib import Path
+
+from ..errors import ConfigError
+
+# Activations transformers' ACT2FN offers that npformer implements (see layers.py).
+SUPPORTED_ACTIVATIONS = ("gelu", "relu", "gelu_new", "gelu_pytorch_tanh")
+
+# Generic PretrainedConfig fields that do not change an image classifier's numbers: kept verbatim.
+_PASSTHROUGH = {
+    "architectures", "model_type", "transformers_version", "torch_dtype", "_name_or_path",
+    "return_dict", "output_hidden_states", "output_attentions", "torchscript", "use_bfloat16",
+    "tf_legacy_loss", "pruned_heads", "tie_word_embeddings", "chunk_size_feed_forward",
+    "is_encoder_decoder", "is_decoder", "cross_attention_hidden_size", "add_cross_attention",
+    "tie_encoder_decoder", "finetuning_task", "tokenizer_class", "prefix", "bos_token_id",
+    "pad_token_id", "eos_token_id", "sep_token_id", "decoder_start_token_id",
+    "task_specific_params", "label2id", "_commit_hash", "_attn_implementation_internal",
+}
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _type_problem(value, hint) -> str | None:
+    """Why `value` (from JSON or a caller) does not fit a field annotated `hint`; None if it does."""
+    if isinstance(hint, types.UnionType):  # X | None
+        return None if any(_type_problem(value, h) is None for h in hint.__args__) else f"expected {hint}"
+    if hint is type(None):
+        return None if value is None else "expected None"
+    if hint is int:
+        return None if _is_int(value) else "expected an integer"
+    if hint is float:
+        return None if isinstance(value, (int, float)) and not isinstance(value, bool) else "expected a number"
+    if hint in (bool, str, list, dict):
+        return None if isinstance(value, hint) else f"expected a {hint.__name__}"
+    return None
+
+
+
+
+@functools.lru_cache(maxsize=None)
+def _hints(cls) -> dict:
+    return typing.get_type_hints(cls)
+
+
+def conv_out(side: int, kernel: int, stride: int, pad: int) -> int:
+    """Output side of a convolution (or pooling) along one axis."""
+    return (side + 2 * pad - kernel) // stride + 1
+
+
+@dataclass
+class ClassifierConfig:
+    """Fields and plumbing shared by the families: labels, problem type, and config.json I/O."""
+
+    model_type: ClassVar[str] = ""
+    # a family's field checks: list fields and what each entry must be ("int" >= 0, "positive", "bool"),
+    # integer fields that must be >= 1 (sizes, counts, strides) and >= 0 (paddings)
+    list_fields: ClassVar[dict] = {}
+    positive_fields: ClassVar[tuple] = ()
+    non_negative_fields: ClassVar[tuple] = ()
+    num_labels: int = 2
+    id2label: dict | None = None
+    problem_type: str | None = None
+    extra: dict = field(default_factory=dict)  # everything else from config.json, round-tripped
+
+    def __post_init__(self):
+        self.validate()
+
+    @classmethod
+    def from_dict(cls, d: dict, source: str = "config"):
+        """Build from a transformers-style dict; `source` names the file in error messages."""
+        d = copy.deepcopy(d)
+        model_type = d.pop("model_type", cls.model_type)
+        if model_type != cls.model_type:
+            raise ConfigError(f"{source}: model_type is {model_type!r}, expected {cls.model_type!r}")
+        known = {f.name for f in fields(cls)} - {"extra", "num_labels", "id2label"}
+        kwargs = {k: d.pop(k) for k in list(d) if k in known}
+        # transformers: id2label decides num_labels; without it num_labels defaults to 2
+        id2label = d.pop("id2label", None)
+        num_labels = d.pop("num_labels", None)
+        if id2label is not None:
+            try:
+                kwargs["id2label"] = {int(k): v for k, v in id2label.items()}
+            except (AttributeError, TypeError, ValueError):
+                raise ConfigError(f"{source}: id2label must map class indices to names, got {id2label!r:.80}") from None
+            kwargs["num_labels"] = len(id2label)
+        elif num_labels is not None:
+            kwargs["num_labels"] = num_labels
+        for key in list(d):
+            if key not in _PASSTHROUGH:
+                raise ConfigError(
+                    f"{source}: field {key!r} is not one of {cls.__name__}'s fields, and npformer "
+                    "cannot tell whether it changes the model; remove it or report it"
+                )
+        try:
+            return cls(**kwargs, extra=d)
+        except ConfigError as err:
+            raise ConfigError(f"{source}: {err}") from None
+        except TypeError as err:  # a field of the wrong type
+            raise ConfigError(f"{source}: {err}") from None
+
+    @classmethod
+    def from_json_file(cls, path):
+        path = Path(path)
+        try:
+            d = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: no such config file") from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise ConfigError(f"{path}: not a readable JSON config ({err})") from None
+        if not isinstance(d, dict):
+            raise ConfigError(f"{path}: expected a JSON object, got {type(d).__name__}")
+        return cls.from_dict(d, source=str(path))
+
+    def to_dict(self) -> dict:
+        """A transformers-compatible `config.json` dict."""
+        d = asdict(self)
+        extra = d.pop("extra")
+        if d["id2label"] is not None:
+            d["id2label"] = {str(k): v for k, v in d["id2label"].items()}
+        else:
+            del d["id2label"]
+        d = {k: v for k, v in d.items() if not (k == "hidden_size" and v is None)}
+        d.update(extra)
+        d["model_type"] = self.model_type
+        return d
+
+    def to_json_file(self, path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
+
+    def check_types(self) -> None:
+        """Every field of the type its annotation says, list entries and sizes in range: what the
+        checks below and the weight schema take for granted (a config.json can hold anything)."""
+        hints = _hints(type(self))
+        for f in fields(self):
+            value = getattr(self, f.name)
+            problem = _type_problem(value, hints[f.name])
+            if problem:
+                raise ConfigError(f"{f.name}={value!r}: {problem}")
+            entries = self.list_fields.get(f.name)
+            if entries == "bool" and not all(isinstance(v, bool) or v in (0, 1) for v in value):
+                raise ConfigError(f"{f.name}={value!r}: expected true/false entries")
+            if entries in ("int", "positive") and not all(_is_int(v) and v >= (entries == "positive") for v in value):
+                raise ConfigError(f"{f.name}={value!r}: expected {'positive' if entries == 'positive' else 'non-negative'} "
+                                  "integer entries")
+            if f.name in self.positive_fields and value is not None and value < 1:
+                raise ConfigError(f"{f.name}={value!r} must be >= 1")
+            if f.name in self.non_negative_fields and value < 0:
+                raise ConfigError(f"{f.name}={value!r} must be >= 0")
+        if self.id2label is not None and not all(_is_int(k) for k in self.id2label):
+            raise ConfigError(f"id2label keys must be class indices, got {sorted(map(repr, self.id2label))[:5]}")
+
+    def validate(self) -> None:
+        self.check_types()
+        if self.num_labels < 0:
+            raise ConfigError(f"num_labels={self.num_labels} must be >= 0")
+        if self.problem_type not in (None, "regression", "single_label_classification", "multi_label_classification"):
+            raise ConfigError(f"problem_type={self.problem_type!r} is not one transformers understands")
+        if not 0 < self.batch_norm_eps < float("inf"):
+            raise ConfigError(f"batch_norm_eps={self.batch_norm_eps} must be > 0 and finite")

@@ -1,0 +1,31 @@
+"""`Params`: how a model's blocks see its weights.
+
+A model holds one flat {name: array} dict with the checkpoint's dotted names
+(`stages.0.blocks.1.mlp.fc1.weight`); a block reads its own tensors through a view scoped to its
+prefix, so the code names a weight the way the checkpoint does.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+class Params:
+    """A read-only view of a flat {name: array} dict under a dotted prefix.
+
+    >>> p = Params({"stem.conv1.weight": w}); p.scope("stem.conv1")["weight"] is w
+    True
+    """
+
+    def __init__(self, tensors: dict, prefix: str = ""):
+        self.tensors = tensors
+        self.prefix = prefix
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        return self.tensors[self.prefix + key]
+
+    def __contains__(self, key: str) -> bool:
+        return self.prefix + key in self.tensors
+
+    def scope(self, name: str) -> Params:
+        return Params(self.tensors, self.prefix + name + ".")
