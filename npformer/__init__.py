@@ -1,4 +1,4 @@
-"""npformer: EfficientFormer and SwiftFormer in pure NumPy.
+"""npformer: EfficientFormer, SwiftFormer and EfficientFormerV2 in pure NumPy.
 
     >>> import npformer
     >>> model = npformer.from_pretrained("efficientformer-l1.safetensors")   # or a transformers directory
@@ -17,6 +17,12 @@ from .models.efficientformer.model import (
     EfficientFormerForImageClassificationWithTeacher,
     EfficientFormerModel,
 )
+from .models.efficientformerv2.config import EfficientFormerV2Config
+from .models.efficientformerv2.model import (
+    EfficientFormerV2ForImageClassification,
+    EfficientFormerV2ForImageClassificationWithTeacher,
+    EfficientFormerV2Model,
+)
 from .models.registry import architectures
 from .models.swiftformer.config import SwiftFormerConfig
 from .models.swiftformer.model import SwiftFormerForImageClassification, SwiftFormerModel
@@ -25,6 +31,7 @@ from .trace import Trace
 __all__ = [
     "EfficientFormerConfig", "EfficientFormerModel", "EfficientFormerForImageClassification",
     "EfficientFormerForImageClassificationWithTeacher", "SwiftFormerConfig", "SwiftFormerModel",
-    "SwiftFormerForImageClassification", "NpformerError", "Trace", "convert_checkpoint", "from_pretrained", "load",
+    "SwiftFormerForImageClassification", "EfficientFormerV2Config", "EfficientFormerV2Model",
+    "EfficientFormerV2ForImageClassification", "EfficientFormerV2ForImageClassificationWithTeacher", "NpformerError", "Trace", "convert_checkpoint", "from_pretrained", "load",
     "architectures", "__version__",
 ]

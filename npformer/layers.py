@@ -290,3 +290,105 @@ def multi_head_attention_naive(x, qkv_weight, qkv_bias, proj_weight, proj_bias, 
                 probs[b, h, n] = p
                 out[b, n, h * value_dim : (h + 1) * value_dim] = p @ v
     return out @ proj_weight.T + proj_bias, probs
+
+
+# ---------------------------------------------------------------------------------------------
+# EfficientFormerV2: bilinear ×2 upsampling, talking heads, attention on a grid of any aspect
+
+
+def bilinear_taps(n_in, dtype):  # -> ([2n] int64, [2n] int64, [2n] dtype)
+    """Where each output index o of a ×2 bilinear upsampling reads along one axis of length n
+    (torch, align_corners=False): src = max((o + 0.5)/2 − 0.5, 0), i0 = ⌊src⌋, i1 = min(i0 + 1, n − 1),
+    λ = src − i0, out[o] = (1 − λ)·in[i0] + λ·in[i1]. λ is 0.25 or 0.75 (0 at o = 0), exact in float32."""
+    src = np.maximum((np.arange(2 * n_in) + 0.5) / 2 - 0.5, 0.0)
+    i0 = np.floor(src).astype(np.int64)
+    return i0, np.minimum(i0 + 1, n_in - 1), (src - i0).astype(dtype)
+
+
+def upsample_bilinear_2x(x):  # [B, C, H, W] -> [B, C, 2H, 2W]
+    """×2 bilinear upsampling, as torch's nn.Upsample(scale_factor=2, mode="bilinear") with
+    align_corners=False: blend the two nearest input columns, then the two nearest input rows
+    (torch's order), with the weights of `bilinear_taps`."""
+    B, C, H, W = x.shape
+    r0, r1, a = bilinear_taps(H, x.dtype)
+    c0, c1, b = bilinear_taps(W, x.dtype)
+    cols = x[:, :, :, c0] * (1 - b) + x[:, :, :, c1] * b  # [B, C, H, 2W]
+    return cols[:, :, r0] * (1 - a)[:, None] + cols[:, :, r1] * a[:, None]  # [B, C, 2H, 2W]
+
+
+def upsample_bilinear_2x_naive(x):  # [B, C, H, W] -> [B, C, 2H, 2W]
+    """Loop twin of `upsample_bilinear_2x`: each output pixel from its four input neighbours."""
+    B, C, H, W = x.shape
+    out = np.zeros((B, C, 2 * H, 2 * W), dtype=x.dtype)
+    for oy in range(2 * H):
+        sy = max((oy + 0.5) / 2 - 0.5, 0.0)
+        y0, ly = int(sy), sy - int(sy)
+        y1 = min(y0 + 1, H - 1)
+        for ox in range(2 * W):
+            sx = max((ox + 0.5) / 2 - 0.5, 0.0)
+            x0, lx = int(sx), sx - int(sx)
+            x1 = min(x0 + 1, W - 1)
+            top = (1 - lx) * x[:, :, y0, x0] + lx * x[:, :, y0, x1]
+            bottom = (1 - lx) * x[:, :, y1, x0] + lx * x[:, :, y1, x1]
+            out[:, :, oy, ox] = (1 - ly) * top + ly * bottom
+    return out
+
+
+def attention_bias_index_grid(H, W, query_stride=1):  # -> [Nq, N] int64, N = H·W, Nq = ⌈H/s⌉·⌈W/s⌉
+    """Index into the bias table for each (query, key) pair on an H×W key grid of any aspect:
+    idx = |Δrow|·W + |Δcol| (timm's closed form), the queries sitting at every `query_stride`-th
+    row and column of the key grid (EfficientFormerV2's downsampling attention: stride 2, 7×7
+    queries over 14×14 keys). With stride 1 on a square grid it equals `attention_bias_index`."""
+    kr, kc = np.divmod(np.arange(H * W), W)  # [N] row and column of each key
+    qr, qc = np.meshgrid(np.arange(0, H, query_stride), np.arange(0, W, query_stride), indexing="ij")
+    qr, qc = qr.reshape(-1), qc.reshape(-1)  # [Nq] the queries' rows and columns, row-major
+    return np.abs(qr[:, None] - kr[None, :]) * W + np.abs(qc[:, None] - kc[None, :])
+
+
+def talking_heads(logits, weight, bias):  # [B, h, N, M] -> [B, h, N, M]
+    """Mix the heads: a 1×1 convolution with the heads as channels (weight [h, h, 1, 1], as a
+    PyTorch Conv2d stores it), out[h′] = Σ_h W[h′, h]·logits[h] + b[h′] at every (query, key)."""
+    return conv2d(logits, weight, bias)
+
+
+def talking_heads_attention(q, k, v, bias, talking_head1=None, talking_head2=None):
+    """EfficientFormerV2's attention core: q [B, h, N, dk], k [B, h, M, dk], v [B, h, M, dv] and a
+    bias [h, N, M] -> (out [B, h, N, dv], probabilities [B, h, N, M]).
+
+    logits = (q·kᵀ)·dk^-0.5 + bias; talking head 1 mixes the heads' logits; softmax over the keys;
+    talking head 2 mixes the heads' probabilities; out = A·v. `talking_head1`, `talking_head2`:
+    (weight, bias) pairs, or None (the downsampling attention has no talking heads). Returns out
+    and the softmax probabilities (before talking head 2: each row sums to 1).
+    """
+    logits = np.matmul(q, k.transpose(0, 1, 3, 2)) * q.shape[-1] ** -0.5 + bias  # [B, h, N, M]
+    if talking_head1 is not None:
+        logits = talking_heads(logits, *talking_head1)
+    probs = softmax(logits, axis=-1)
+    mixed = probs if talking_head2 is None else talking_heads(probs, *talking_head2)
+    return np.matmul(mixed, v), probs  # [B, h, N, dv]
+
+
+def talking_heads_attention_naive(q, k, v, bias, talking_head1=None, talking_head2=None):
+    """Loop twin of `talking_heads_attention`: one image and one query at a time, heads mixed by explicit sums."""
+    B, h, N, dk = q.shape
+    M, dv = v.shape[2:]
+
+    def mix(rows, pair):  # [h, M] -> [h, M]: row h′ = Σ_h W[h′, h]·rows[h] + b[h′]
+        if pair is None:
+            return rows
+        w, b = pair
+        return np.array([sum(w[i, j, 0, 0] * rows[j] for j in range(h)) + b[i] for i in range(h)])
+
+    out = np.zeros((B, h, N, dv), dtype=q.dtype)
+    probs = np.zeros((B, h, N, M), dtype=q.dtype)
+    for n_b in range(B):
+        for n in range(N):
+            scores = np.array([[q[n_b, i, n] @ k[n_b, i, m] for m in range(M)] for i in range(h)])  # [h, M]
+            scores = mix(scores * dk**-0.5 + bias[:, n], talking_head1)
+            p = np.exp(scores - scores.max(axis=1, keepdims=True))
+            p /= p.sum(axis=1, keepdims=True)
+            probs[n_b, :, n] = p
+            weights = mix(p, talking_head2)
+            for i in range(h):
+                out[n_b, i, n] = weights[i] @ v[n_b, i]
+    return out, probs

@@ -684,10 +684,10 @@ def test_parity_forwards_its_arguments(capsys, monkeypatch):
     assert run(capsys, "parity", "--families", "swiftformer", "--variants", "xs", "s", "--references", "timm",
                "--batch", 1, 4, 8)[0] == 0
     assert run(capsys, "parity", "--families", "efficientformer", "--references", "transformers")[0] == 0
-    both, refs = ("efficientformer", "swiftformer"), ("transformers", "timm")
+    every, refs = ("efficientformer", "swiftformer", "efficientformerv2"), ("transformers", "timm")
     assert calls == [
-        dict(families=both, variants=("l1", "l7"), references=refs, batches=(2,)),
-        dict(families=both, variants=None, references=refs, batches=(1, 4)),
+        dict(families=every, variants=("l1", "l7"), references=refs, batches=(2,)),
+        dict(families=every, variants=None, references=refs, batches=(1, 4)),
         dict(families=("swiftformer",), variants=("xs", "s"), references=("timm",), batches=(1, 4, 8)),
         dict(families=("efficientformer",), variants=None, references=("transformers",), batches=(1, 4)),
     ]

@@ -8,18 +8,21 @@ import pytest
 
 from npformer import layers
 
-from npformer import EfficientFormerConfig, SwiftFormerConfig
-from npformer import EfficientFormerForImageClassificationWithTeacher
+from npformer import EfficientFormerConfig, EfficientFormerV2Config, SwiftFormerConfig
+from npformer import EfficientFormerForImageClassificationWithTeacher, EfficientFormerV2ForImageClassificationWithTeacher
 from npformer.tools.parity import seeded_pixels
 from npformer import SwiftFormerForImageClassification
 from npformer.trace import Trace
 
-# peak bytes traced during one forward at batch 1, in MiB: measured 10.5 (L1) and 11.0 (XS) in
-# float32, 22.5 and 23.3 in float64; the bounds leave room for allocator and NumPy differences
+# peak bytes traced during one forward at batch 1, in MiB: measured 10.5 (L1), 11.0 (XS) and 8.6
+# (V2-S0) in float32, 22.5, 23.3 and 18.8 in float64; the bounds leave room for allocator and
+# NumPy differences
 MODELS = {
     "efficientformer-l1": (lambda dtype: EfficientFormerForImageClassificationWithTeacher(EfficientFormerConfig.variant("l1"),
                                                                                           dtype=dtype), 13),
     "swiftformer-xs": (lambda dtype: SwiftFormerForImageClassification(SwiftFormerConfig.variant("xs"), dtype=dtype), 15),
+    "efficientformerv2-s0": (lambda dtype: EfficientFormerV2ForImageClassificationWithTeacher(
+        EfficientFormerV2Config.variant("s0"), dtype=dtype), 11),
 }
 
 

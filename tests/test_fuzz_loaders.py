@@ -24,7 +24,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import npformer
-from npformer import EfficientFormerConfig, SwiftFormerConfig
+from npformer import EfficientFormerConfig, EfficientFormerV2Config, SwiftFormerConfig
 from npformer.checkpoints.convert import load_any
 from npformer.errors import NpformerError
 from npformer.checkpoints.seeded import seeded_weights
@@ -46,13 +46,17 @@ def scratch(name, data):
 
 
 def tiny_npformer_files():
-    """Two small valid npformer weight files: an EfficientFormer (with its attention) and a SwiftFormer."""
+    """Three small valid npformer weight files: an EfficientFormer (with its attention), a SwiftFormer
+    and an EfficientFormerV2 (both attentions, built for 64 px)."""
     ef_cfg = EfficientFormerConfig(hidden_sizes=[8, 16, 24, 32], depths=[1, 1, 1, 1], num_meta3d_blocks=1, dim=32,
                                    hidden_size=32, key_dim=8, num_attention_heads=2, num_labels=3)
     sf_cfg = SwiftFormerConfig(embed_dims=[8, 8, 16, 16], depths=[1, 1, 1, 1], num_labels=3)
+    v2_cfg = EfficientFormerV2Config(widths=[8, 8, 16, 16], depths=[1, 1, 1, 1], num_vit=1,
+                                     mlp_ratios=[[2], [2], [2], [2]], image_size=64, num_labels=3)
     files = {}
     for name, model in (("ef", npformer.EfficientFormerForImageClassificationWithTeacher(ef_cfg, seeded_weights(ef_cfg, 2))),
-                        ("sf", npformer.SwiftFormerForImageClassification(sf_cfg, seeded_weights(sf_cfg, 2)))):
+                        ("sf", npformer.SwiftFormerForImageClassification(sf_cfg, seeded_weights(sf_cfg, 2))),
+                        ("v2", npformer.EfficientFormerV2ForImageClassificationWithTeacher(v2_cfg, seeded_weights(v2_cfg, 2)))):
         path = Path(_SCRATCH.name) / f"valid-{name}.safetensors"
         model.save_pretrained(path)
         files[name] = path.read_bytes()

@@ -254,7 +254,7 @@ def test_family_contradicting_the_config(tmp_path, ef):
     load_error(save(tmp_path / "m.safetensors", tensors, metadata | {"family": "swiftformer"}), CheckpointMismatchError,
                "metadata family 'swiftformer' contradicts its config's model_type 'efficientformer'")
     load_error(save(tmp_path / "b.safetensors", tensors, metadata | {"family": "bert"}), WeightFileError,
-               "metadata family 'bert' is not one of ['efficientformer', 'swiftformer']")
+               "metadata family 'bert' is not one of ['efficientformer', 'efficientformerv2', 'swiftformer']")
 
 
 def test_architecture_contradicting_the_family_or_the_heads(tmp_path, ef):

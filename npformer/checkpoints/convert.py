@@ -50,8 +50,8 @@ def to_canonical(state: dict, cfg, num_heads: int, schema: str, source: str) -> 
             with np.errstate(over="ignore"):  # float64 beyond float32's range becomes inf, refused by check_values
                 value = np.asarray(value, dtype=np.float32)
             shape = expected[canon]
-            if value.shape[: len(shape)] == shape and set(value.shape[len(shape):]) == {1}:
-                value = value.reshape(shape)  # trailing unit axes only: layer scales saved as (C, 1, 1) where timm has (C,)
+            if value.shape != shape and value.shape == contract.foreign_shape(canon, shape, schema):
+                value = value.reshape(shape)  # e.g. V2's original layer scales, (C, 1, 1) where timm has (C,)
             tensors[canon] = value
         elif key.endswith(".num_batches_tracked"):
             continue
@@ -189,6 +189,14 @@ def _load_npformer_file(path: Path, tensors: dict, metadata: dict, attention_gen
     return cfg, tensors, metadata
 
 
+def _metadata(fam: Family, architecture: str, cfg, schema: str, path) -> dict:
+    """A converted checkpoint's metadata, with the preprocessing recipe its source publishes
+    (`recipe`: what `predict` uses for it, and what the file records)."""
+    metadata = make_metadata(fam.name, architecture, cfg.to_dict(), schema, path)
+    metadata["recipe"] = fam.recipes[schema]
+    return metadata
+
+
 def load_any(path, attention_generation=None):
     """(config, canonical tensors, metadata) from any supported source:
 
@@ -204,7 +212,7 @@ def load_any(path, attention_generation=None):
         if not (path / "config.json").is_file():
             raise WeightFileError(f"{path}: a directory without config.json is not a transformers model directory")
         cfg, tensors, arch = load_transformers_dir(path, attention_generation)
-        return cfg, tensors, make_metadata(cfg.model_type, arch, cfg.to_dict(), "transformers", path)
+        return cfg, tensors, _metadata(registry.FAMILIES[cfg.model_type], arch, cfg, "transformers", path)
     if not path.exists():
         raise WeightFileError(f"{path}: no such file or directory")
     if path.suffix == ".safetensors":
@@ -225,8 +233,7 @@ def load_any(path, attention_generation=None):
                                          attention_generation=generation)
     num_heads = sum(h in state for h in fam.schema.HEAD_KEYS[schema])
     tensors = to_canonical(state, cfg, num_heads, schema, str(path))
-    arch = fam.architecture(num_heads)
-    return cfg, tensors, make_metadata(fam.name, arch, cfg.to_dict(), schema, path)
+    return cfg, tensors, _metadata(fam, fam.architecture(num_heads), cfg, schema, path)
 
 
 def convert_checkpoint(src, dst, attention_generation=None) -> dict:

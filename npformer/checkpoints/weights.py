@@ -7,11 +7,12 @@ requires) says what it is:
 
     format          "npformer"
     format_version  "1"
-    family          "efficientformer" or "swiftformer"
+    family          "efficientformer", "swiftformer" or "efficientformerv2" (npformer.models.registry)
     attention_generation  SwiftFormer only: "v1" or "v2" (also in the config; the two must agree)
     architecture    "EfficientFormerForImageClassificationWithTeacher" (or ...ForImageClassification, ...Model)
     config          the transformers config.json, as JSON
     source          where the tensors came from ("transformers", "original", "timm", "seeded", ...)
+    recipe          converted checkpoints: the preprocessing recipe their source publishes (npformer.preprocess.RECIPES)
     checkpoint      the checkpoint's name or path
     converted       conversion date (ISO 8601, UTC)
     npformer_version

@@ -1,10 +1,12 @@
-"""The `npformer` command line: predict, convert, shapes, parity, trace, compare, for EfficientFormer and SwiftFormer.
+"""The `npformer` command line: predict, convert, shapes, parity, trace, compare, for every family.
 
     npformer predict cat.png --weights efficientformer-l1.safetensors
     npformer predict cat.png --weights ./swiftformer-xs/               # a transformers directory
     npformer convert efficientformer_l1_300d.pth efficientformer-l1.safetensors
     npformer convert SwiftFormer_XS.pth swiftformer-xs.safetensors --attention v1
     npformer shapes --variant swiftformer-xs --size 256
+    npformer shapes --variant efficientformerv2-s0
+    npformer convert efficientformerv2_s0.snap_dist_in1k.safetensors efficientformerv2-s0.safetensors
     npformer parity --families swiftformer --variants xs --batch 1
     npformer trace cat.png golden.safetensors --dtype float64
     npformer compare port.safetensors golden.safetensors --atol 1e-5
@@ -46,8 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     fmt = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(
         prog="npformer",
-        description=_wrap("EfficientFormer (L1, L3, L7) and SwiftFormer (XS, S, L1, L3) in pure NumPy: classify "
-                          "images, convert checkpoints, inspect shapes, check parity with transformers and timm."),
+        description=_wrap("EfficientFormer (L1, L3, L7), SwiftFormer (XS, S, L1, L3) and EfficientFormerV2 (S0, S1, "
+                          "S2, L) in pure NumPy: classify images, convert checkpoints, inspect shapes, check parity "
+                          "with transformers and timm, write and compare golden-value fixtures."),
         epilog="examples:\n"
                "  npformer predict cat.png --weights efficientformer-l1.safetensors\n"
                "  npformer predict cat.png --weights ./swiftformer-xs/          # a transformers directory\n"
@@ -55,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
                "  npformer convert SwiftFormer_XS.pth swiftformer-xs.safetensors --attention v1\n"
                "  npformer shapes --variant l3\n"
                "  npformer shapes --variant swiftformer-xs --size 256\n"
+               "  npformer shapes --variant efficientformerv2-s0\n"
                "  npformer parity --families swiftformer --variants xs --batch 1\n\n"
                "run 'npformer COMMAND --help' for a command's options.\n\n" + EXIT_CODES,
         formatter_class=fmt,
@@ -87,17 +91,20 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "predict", parents=[weights, attention, forward],
         help="classify images: top-K classes with probabilities",
-        description=_wrap("Classify images with an EfficientFormer or SwiftFormer checkpoint and print the top-K "
+        description=_wrap("Classify images with an EfficientFormer, SwiftFormer or EfficientFormerV2 checkpoint and "
+                          "print the top-K "
                           "classes: rank, class index, probability (softmax of the logits), logit and label.\n\n"
                           "Preprocessing (named in each header line): --processor if given; else the weights "
                           "directory's preprocessor_config.json if it has one; else the recipe of the checkpoint's "
-                          "origin: transformers EfficientFormer 'efficientformer-hf' (shortest edge 256, bicubic, "
-                          "center crop 224), transformers SwiftFormer 'swiftformer-hf' (bilinear squash to "
-                          "224×224), timm 'timm' (shortest edge 235, bicubic, crop 224), original 'original' "
-                          "(shortest edge 256, bicubic, crop 224), anything else the family's transformers "
-                          "recipe. All normalise with the ImageNet mean/std.\n"
+                          "origin (the recipe a converted file records): transformers EfficientFormer "
+                          "'efficientformer-hf' (shortest edge 256, bicubic, center crop 224), transformers "
+                          "SwiftFormer 'swiftformer-hf' (bilinear squash to 224×224), timm 'timm' (shortest edge "
+                          "235, bicubic, crop 224; also EfficientFormerV2's), original 'original' (shortest edge "
+                          "256, bicubic, crop 224), anything else the family's published recipe. All normalise "
+                          "with the ImageNet mean/std.\n"
                           "Input size: EfficientFormer needs 193–224 px inputs (its attention biases fix a 7×7 "
-                          "grid); SwiftFormer takes any size.\n"
+                          "grid), EfficientFormerV2 209–224 px (a 14×14 stage-2 grid); SwiftFormer takes any "
+                          "size.\n"
                           "Labels: the config's id2label if it has real names, else the ImageNet-1k names for a "
                           "1000-class model, else 'class N'.\n"
                           "Speed: the model runs fused (each BatchNorm folded into its convolution; the same "
@@ -118,7 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "convert", parents=[attention], help="convert a checkpoint to an npformer .safetensors weight file",
         description=_wrap(f"Convert a checkpoint to an npformer weight file (safetensors, timm key names, with the "
-                          f"config, provenance and, for SwiftFormer, the attention generation in its metadata). "
+                          f"config, provenance, the preprocessing recipe of its source and, for SwiftFormer, the "
+                          f"attention generation in its metadata). "
                           f"SRC: {weights_help}. Reading a .pth never runs code from it.\n\n"
                           f"An original SwiftFormer checkpoint does not say which attention it was trained with: "
                           f"pass --attention v1 or v2 (without it, convert stops with exit status 3)."),
@@ -126,7 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
                "  npformer convert efficientformer_l1_300d.pth efficientformer-l1.safetensors\n"
                "  npformer convert ./efficientformer-l1-300/ l1.safetensors --force\n"
                "  npformer convert SwiftFormer_XS.pth swiftformer-xs.safetensors --attention v1\n"
-               "  npformer convert swiftformer_xs.dist_in1k.pth swiftformer-xs-timm.safetensors   # timm: v2",
+               "  npformer convert swiftformer_xs.dist_in1k.pth swiftformer-xs-timm.safetensors   # timm: v2\n"
+               "  npformer convert eformer_s0_450.pth efficientformerv2-s0.safetensors          # original V2",
         formatter_class=fmt,
     )
     p.add_argument("src", metavar="SRC", help="the checkpoint to convert")
@@ -140,12 +149,14 @@ def build_parser() -> argparse.ArgumentParser:
                           "each block with its kind, stage outputs, norm, pooled, heads, logits) and its element "
                           "count. Uses seeded weights for --variant, or a real checkpoint's config with --weights.\n\n"
                           "Variants: l1 l3 l7 are EfficientFormer (also efficientformer-l1 ...); SwiftFormer's are "
-                          "swiftformer-xs, swiftformer-s, swiftformer-l1, swiftformer-l3. EfficientFormer takes "
-                          "193–224 px inputs, SwiftFormer any size."),
+                          "swiftformer-xs, swiftformer-s, swiftformer-l1, swiftformer-l3; EfficientFormerV2's "
+                          "efficientformerv2-s0, -s1, -s2, -l. EfficientFormer takes 193–224 px inputs, "
+                          "EfficientFormerV2 209–224 px, SwiftFormer any size."),
         epilog="examples:\n"
                "  npformer shapes --variant l7 --batch 4\n"
                "  npformer shapes --variant swiftformer-xs --size 256\n"
                "  npformer shapes --variant swiftformer-l3 --size 192 320\n"
+               "  npformer shapes --variant efficientformerv2-l --all\n"
                "  npformer shapes --weights efficientformer-l1.safetensors --all",
         formatter_class=fmt,
     )
@@ -165,19 +176,21 @@ def build_parser() -> argparse.ArgumentParser:
                           "for each variant, model class and batch size, in float32 and float64, and print the "
                           "largest differences of the logits, hidden states and attentions. EfficientFormer: "
                           "transformers (all three classes) and timm. SwiftFormer: transformers (attention v1) and "
-                          "timm (attention v2). Needs the oracle extra: pip install 'npformer[oracle]'."),
+                          "timm (attention v2). EfficientFormerV2: timm (which stands for the original code too). "
+                          "Needs the oracle extra: pip install 'npformer[oracle]'."),
         epilog="examples:\n"
                "  npformer parity --variants l1 --batch 1                 # EfficientFormer-L1 and SwiftFormer-L1\n"
                "  npformer parity --families swiftformer --references timm\n"
-               "  npformer parity --families efficientformer --variants l1 l3 --batch 1 4",
+               "  npformer parity --families efficientformer --variants l1 l3 --batch 1 4\n"
+               "  npformer parity --families efficientformerv2 --variants s0 --batch 1",
         formatter_class=fmt,
     )
     p.add_argument("--families", nargs="+", choices=tuple(FAMILIES), default=list(FAMILIES), metavar="FAMILY",
                    help=" and/or ".join(FAMILIES) + " (default: all)")
     p.add_argument("--variants", nargs="+", choices=parity_variants(), metavar="VARIANT",
                    help="variants within the chosen families: l1 l3 l7 (EfficientFormer), xs s l1 l3 "
-                        "(SwiftFormer); l1 and l3 select both families' unless --families narrows it "
-                        "(default: all)")
+                        "(SwiftFormer), s0 s1 s2 l (EfficientFormerV2); l1 and l3 select both EfficientFormer's "
+                        "and SwiftFormer's unless --families narrows it (default: all)")
     p.add_argument("--references", nargs="+", choices=REFERENCES, default=list(REFERENCES), metavar="REFERENCE",
                    help="transformers and/or timm (default: both)")
     p.add_argument("--batch", nargs="+", type=positive_int, default=[1, 4], metavar="B",

@@ -14,7 +14,7 @@ from ..checkpoints.seeded import seeded_weights
 from ..checkpoints.weights import check_tensors, make_metadata, save_weights
 from ..errors import InputError
 from ..fuse import fold_batch_norms, is_folded
-from ..layers import batch_norm, conv2d
+from ..layers import batch_norm, conv2d, linear
 from ..params import Params
 
 
@@ -129,6 +129,13 @@ class PreTrainedModel:
             weights = seeded_weights(config, num_heads=self.num_heads)
         check_tensors(weights, self.weight_schema(config, self.num_heads), source=type(self).__name__)
         self._set_weights({k: np.array(v, dtype=self.dtype, copy=True) for k, v in weights.items()})
+
+    def _head(self, pooled, name: str, trace):  # [B, C] -> [B, num_labels]
+        """The linear classifier head `name` on pooled features (recorded under its name); the pooled
+        features themselves when the config has no labels (transformers' and timm's Identity head)."""
+        if self.config.num_labels == 0:
+            return pooled
+        return trace(name, linear(pooled, self.params[f"{name}.weight"], self.params[f"{name}.bias"]))
 
     def _set_weights(self, weights: dict) -> None:
         """Own `weights` read-only: neither a forward nor a caller can change or rebind one."""

@@ -5,7 +5,7 @@ A family is one folder, `models/<name>/`, of three modules:
     config.py   its config class (transformers' fields) and the published variants
     schema.py   its checkpoint contract: the tensors a model has and what its blocks are called
                 (`stages`, `weight_schema`, `batch_norm_folds`, `traced_names`, `attention_blocks`),
-                and how foreign checkpoints name them (`KEY_MAPS`, `HEAD_KEYS`, `FINGERPRINTS`,
+                and how foreign checkpoints name them (`KEY_MAPS`, `HEAD_KEYS`, `FINGERPRINTS`, `foreign_shape`,
                 `config_from_tensors`, `check_derived_buffer`, `transformers_heads`, `ARCHITECTURES`,
                 `SIGNATURE`)
     model.py    the forward pass a learner reads top to bottom, and the model classes
@@ -25,6 +25,8 @@ from types import ModuleType
 from ..errors import CheckpointMismatchError, ConfigError
 from .efficientformer import config as efficientformer_config
 from .efficientformer import schema as efficientformer_schema
+from .efficientformerv2 import config as efficientformerv2_config
+from .efficientformerv2 import schema as efficientformerv2_schema
 from .schema import detect_schema
 from .swiftformer import config as swiftformer_config
 from .swiftformer import schema as swiftformer_schema
@@ -41,8 +43,9 @@ class Family:
     schema: ModuleType  # its checkpoint contract (schema.py)
     model_module: str  # where its model classes live (imported on demand by `model_class`)
     reference_module: str  # how the oracle tier builds its PyTorch references (imports torch when used)
-    processor: str  # the transformers image processor class its checkpoints use
+    processor: str | None  # the transformers image processor class its checkpoints use (None: no transformers port)
     recipes: dict  # preprocessing recipe by checkpoint source ("transformers", "timm", "original")
+    own_recipe: str  # the published checkpoints' recipe: `--processor published`, and weights of any other source
     default_recipe: str | None  # recipe of the transformers processor's code defaults (None: the class's own defaults)
     seeded_variant: str  # the variant teaching helpers build when no weights are given
     demo_weights: str  # the file in weights/ trained by weights/train_demo.py
@@ -73,7 +76,7 @@ FAMILIES = {
         model_module="npformer.models.efficientformer.model", reference_module="npformer.models.efficientformer.reference",
         processor="EfficientFormerImageProcessor",
         recipes={"transformers": "efficientformer-hf", "timm": "timm", "original": "original"},
-        default_recipe="efficientformer-hf-default",
+        own_recipe="efficientformer-hf", default_recipe="efficientformer-hf-default",
         seeded_variant="l1", demo_weights="efficientformer-digits.safetensors",
         source_kinds={"transformers": "transformers model directory", "original": "original snap-research checkpoint",
                       "timm": "timm checkpoint"},
@@ -86,13 +89,24 @@ FAMILIES = {
         model_module="npformer.models.swiftformer.model", reference_module="npformer.models.swiftformer.reference",
         processor="ViTImageProcessor",
         recipes={"transformers": "swiftformer-hf", "timm": "timm", "original": "original"},
-        default_recipe=None,
+        own_recipe="swiftformer-hf", default_recipe=None,
         seeded_variant="xs", demo_weights="swiftformer-digits.safetensors",
         source_kinds={"transformers": "transformers model directory", "original": "original Amshaker/SwiftFormer checkpoint",
                       "timm": "timm checkpoint"},
         timm_names={v: f"swiftformer_{v}" for v in ("xs", "s", "l1", "l3")},
         hub_ids={v: f"MBZUAI/swiftformer-{v}" for v in ("xs", "s", "l1", "l3")},
         attention_generations=swiftformer_config.ATTENTION_GENERATIONS,
+    ),
+    "efficientformerv2": Family(
+        name="efficientformerv2", display="EfficientFormerV2", article="an",
+        config=efficientformerv2_config.EfficientFormerV2Config, schema=efficientformerv2_schema,
+        model_module="npformer.models.efficientformerv2.model", reference_module="npformer.models.efficientformerv2.reference",
+        processor=None,  # no transformers port: timm's eval transform (crop 0.95, bicubic) is the published one
+        recipes={"timm": "timm", "original": "original"},
+        own_recipe="timm", default_recipe=None,
+        seeded_variant="s0", demo_weights="efficientformerv2-digits.safetensors",
+        source_kinds={"original": "original snap-research checkpoint", "timm": "timm checkpoint"},
+        timm_names={v: f"efficientformerv2_{v}" for v in ("s0", "s1", "s2", "l")},
     ),
 }
 
@@ -120,7 +134,7 @@ def detect(keys, source: str) -> tuple[Family, str]:
                                       + ", ".join(f"{f.display} ({schema})" for f, schema in claims))
     raise CheckpointMismatchError(
         f"{source}: not a checkpoint npformer knows: expected transformers keys (efficientformer.…, swiftformer.…), "
-        "original keys (patch_embed.0.…, network.…) or timm keys (stem.conv1.… / stem.0.…)"
+        "original keys (patch_embed.0.…, network.…) or timm keys (stem.conv1.… / stem.0.… / stem.conv1.conv.…)"
     )
 
 

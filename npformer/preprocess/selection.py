@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..errors import WeightFileError
+from ..errors import ConfigError, WeightFileError
 from .constants import PREPROCESSOR_CONFIG_NAME
 from .processors import EfficientFormerImageProcessor, ViTImageProcessor
 from .recipes import RECIPES, recipe
@@ -24,7 +24,7 @@ PROCESSOR_CLASSES = {cls.__name__: cls for cls in (EfficientFormerImageProcessor
 def processor_class(named: str | None, family):
     """The processor class a config names in `image_processor_type`, else the family's (as
     transformers' AutoImageProcessor decides): EfficientFormerImageProcessor, ViTImageProcessor."""
-    return PROCESSOR_CLASSES.get(named) or PROCESSOR_CLASSES[family.processor]
+    return PROCESSOR_CLASSES.get(named) or PROCESSOR_CLASSES[family.processor or "EfficientFormerImageProcessor"]
 
 
 def processor_from_config(path: Path, family):
@@ -54,19 +54,23 @@ def make_processor(spec: str | None, weights: Path, family, metadata: dict):
     `spec` if given: a recipe name (RECIPES), 'published' / 'default' (the family's transformers
     settings: published checkpoints' / code defaults), or a preprocessor_config.json file or a
     directory holding one. Without it: the weights directory's preprocessor_config.json, else the
-    weight file's own (metadata `preprocessor`, as the demo weights carry), else the family's
-    recipe for the weights' source (metadata `source`: transformers, timm, original), and for
-    any other source (npformer, seeded) the family's transformers recipe."""
+    weight file's own (metadata `preprocessor`, as the demo weights carry), else the recipe it
+    records (metadata `recipe`, written at conversion), else the family's recipe for the weights'
+    source (metadata `source`: transformers, timm, original), and for any other source
+    (npformer, seeded) the family's own (its published checkpoints' recipe)."""
     weights = Path(weights)
     if spec is None:
         if weights.is_dir() and (weights / PREPROCESSOR_CONFIG_NAME).is_file():
             return processor_from_config(weights / PREPROCESSOR_CONFIG_NAME, family)
         if "preprocessor" in metadata:
             return processor_from_metadata(weights, metadata["preprocessor"], family)
-        spec = family.recipes.get(metadata.get("source"), family.recipes["transformers"])
+        spec = metadata.get("recipe") or family.recipes.get(metadata.get("source"), family.own_recipe)
     if spec == "published":
-        spec = family.recipes["transformers"]
+        spec = family.own_recipe
     if spec == "default":
+        if family.default_recipe is None and family.processor is None:
+            raise ConfigError(f"{family.display} has no transformers image processor whose code defaults 'default' "
+                              f"could mean; name a recipe ({', '.join(RECIPES)}) or 'published' ({family.own_recipe})")
         if family.default_recipe is None:
             cls = PROCESSOR_CLASSES[family.processor]
             return cls(), f"default ({cls.__name__} code defaults)"

@@ -18,7 +18,7 @@ in its compute dtype) and one tensor per trace name (`stem.conv1`, `stages.0.blo
     format_version    "1"
     names             the trace names in forward order (JSON list; safetensors keeps no order)
     model_class       e.g. "EfficientFormerForImageClassificationWithTeacher"
-    family            "efficientformer" or "swiftformer"
+    family            the model's family (npformer.models.registry: "efficientformer", ...)
     config            the model config (JSON)
     weights           the weight file's path or name ("" if not given)
     dtype             "float32" or "float64"

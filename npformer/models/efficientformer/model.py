@@ -171,12 +171,6 @@ class EfficientFormerPreTrainedModel(PreTrainedModel):
             attentions=tuple(attentions) if output_attentions else None,
         )
 
-    def _head(self, pooled, name, trace):
-        if self.config.num_labels == 0:  # transformers uses an Identity head
-            return pooled
-        p = self.params
-        return trace(name, linear(pooled, p[f"{name}.weight"], p[f"{name}.bias"]))
-
 
 class EfficientFormerModel(EfficientFormerPreTrainedModel):
     """The backbone: `last_hidden_state` [B, N, C] (after the final LayerNorm), `hidden_states`, `attentions`."""

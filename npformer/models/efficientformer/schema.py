@@ -181,6 +181,11 @@ FINGERPRINTS = {"original": ("patch_embed.0.weight", ".token_mixer.qkv."), "timm
                 "transformers": ("", "efficientformer.")}
 
 
+def foreign_shape(name: str, shape: tuple, schema: str) -> tuple:
+    """The shape canonical tensor `name` has in `schema`: the same in every schema of this family."""
+    return shape
+
+
 def check_derived_buffer(key: str, value: np.ndarray, cfg: EfficientFormerConfig, source: str) -> bool:
     """True for a buffer a checkpoint may carry that npformer derives itself (after checking it)."""
     if not key.endswith(".attention_bias_idxs"):

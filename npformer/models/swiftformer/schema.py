@@ -164,6 +164,11 @@ FINGERPRINTS = {"original": ("patch_embed.0.weight", ".dwconv."), "timm": ("stem
                 "transformers": ("", "swiftformer.")}
 
 
+def foreign_shape(name: str, shape: tuple, schema: str) -> tuple:
+    """The shape canonical tensor `name` has in `schema`: the same in every schema of this family."""
+    return shape
+
+
 def check_derived_buffer(key, value, cfg, source) -> bool:
     """SwiftFormer checkpoints carry no derived buffers beyond BatchNorm's counters."""
     return False

@@ -104,7 +104,7 @@ def choose_model(family: str, weights=None, seeded_variant: str | None = None, d
     config = wanted.config.variant(variant, **overrides)
     heads = max(wanted.schema.ARCHITECTURES)  # the full classifier
     model = model_class(wanted.architecture(heads))(config, seeded_weights(config, heads), dtype=dtype)
-    how = wanted.recipes["transformers"]
+    how = wanted.own_recipe
     why = "seeded weights were asked for" if seeded else f"no demo weights at {demo}"
     notes.append(f"note: {why}; seeded weights show the structure, not learned features")
     processor = recipe(how)
