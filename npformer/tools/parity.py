@@ -135,7 +135,8 @@ def parity_table(families=tuple(FAMILIES), variants=None, references=("transform
             f"(torch {torch.__version__}), seeded weights")
     printer("output: max |npformer − reference| (logits); feature maps and attentions (hidden, attn, and a "
             "backbone's output): the same divided by max(1, max |reference|)")
-    head = f"{'model':18} {'reference':17} {'class':22} {'batch':>5}"
+    width = max(len(f"{family_named(f).display}-{v.upper()}") for f, v, _, _ in CASES)  # the model column
+    head = f"{'model':{width}} {'reference':17} {'class':22} {'batch':>5}"
     printer(f"{head} | {'f32 output':>10} {'f32 hidden':>10} {'f32 attn':>10} | "
             f"{'f64 output':>10} {'f64 hidden':>10} {'f64 attn':>10} | {'fused f32':>10}")
     rows = []
@@ -154,7 +155,7 @@ def parity_table(families=tuple(FAMILIES), variants=None, references=("transform
                              float32=r32, float64=r64, fused_float32=r32f))
             cells = lambda r: " ".join(f"{r[k]:10.2e}" if k in r else f"{'—':>10}"  # noqa: E731
                                        for k in ("output", "hidden_states", "attentions"))
-            printer(f"{model:18} {ref:17} {_class_name(family, num_heads):22} {batch:5d} | {cells(r32)} | {cells(r64)} | "
+            printer(f"{model:{width}} {ref:17} {_class_name(family, num_heads):22} {batch:5d} | {cells(r32)} | {cells(r64)} | "
                     f"{max(r32f.values()):10.2e}")
     return rows
 
