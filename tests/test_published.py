@@ -2,6 +2,12 @@
 for the COCO two-cats image (spec §9.1). The checkpoints cannot be downloaded where npformer is
 built, so these tests run only where someone has put them (see weights/README.md) and skip
 otherwise.
+
+EfficientFormerV2 has no transformers port, and no reference publishes its logits for the two
+cats: its checkpoints (timm's or the original ones, converted to `efficientformerv2-{s0,s1,s2,l}`)
+are checked for the variant's architecture and timm's parameter count (spec §8), for reading the
+cats as a cat with timm's eval transform and, where the oracle extra is installed, against timm's
+logits on the same weights.
 """
 
 import os
@@ -11,6 +17,8 @@ import numpy as np
 import pytest
 
 import npformer
+from npformer.checkpoints.weights import count_parameters
+from npformer.models.registry import variant_name
 from npformer.preprocess import EfficientFormerImageProcessor, recipe
 
 ROOT = Path(__file__).parent.parent
@@ -34,6 +42,9 @@ SWIFTFORMER_PUBLISHED = {
     "l1": [-0.42768, -0.47429, -1.0897, -1.0248, 0.035523],
     "l3": [-0.25330, 0.24211, -0.60185, -0.82789, -0.060446],
 }
+
+# EfficientFormerV2 with both heads: timm's param_count (3.60 / 6.19 / 12.71 / 26.32 M, spec §8, §12.2)
+EFFICIENTFORMERV2_PARAMETERS = {"s0": 3_600_256, "s1": 6_185_560, "s2": 12_710_112, "l": 26_322_288}
 
 
 def find_checkpoint(name):
@@ -68,3 +79,26 @@ def test_published_swiftformer_logits_on_two_cats(variant):
     pixels = recipe("swiftformer-hf")(CATS)["pixel_values"]
     logits = npformer.SwiftFormerForImageClassification.from_pretrained(path)(pixels).logits
     np.testing.assert_allclose(logits[0, :5], SWIFTFORMER_PUBLISHED[variant], rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize("variant", ["s0", "s1", "s2", "l"])
+def test_published_efficientformerv2_reads_two_cats(variant):
+    path = find_checkpoint(f"efficientformerv2-{variant}")
+    model = npformer.EfficientFormerV2ForImageClassificationWithTeacher.from_pretrained(path)
+    assert variant_name(model.config) == variant and model.config.image_size == 224
+    assert count_parameters(model.weights) == EFFICIENTFORMERV2_PARAMETERS[variant]
+    logits = model(recipe("timm")(CATS)["pixel_values"]).logits
+    assert logits[0].argmax() in (281, 282, 285)  # tabby, tiger cat, Egyptian cat
+
+
+@pytest.mark.parametrize("variant", ["s0", "s1", "s2", "l"])
+def test_published_efficientformerv2_logits_equal_timms(variant):
+    path = find_checkpoint(f"efficientformerv2-{variant}")
+    pytest.importorskip("torch")
+    from npformer.tools import oracle
+
+    model = npformer.EfficientFormerV2ForImageClassificationWithTeacher.from_pretrained(path)
+    pixels = recipe("timm")(CATS)["pixel_values"]
+    reference, _ = oracle.timm_model(model.config, dict(model.weights))
+    expected = oracle.timm_forward(reference, pixels, [])["logits"]
+    np.testing.assert_allclose(model(pixels).logits, expected, rtol=0, atol=1e-4)

@@ -19,7 +19,9 @@ Modules, in the order the notebooks meet them (every name is importable from her
 * feature-map grids and attention maps upsampled onto the image;
 * SwiftFormer's additive attention step by step, and the cost of additive against multi-head
   self-attention;
-* deliberately broken ports for the golden-oracle workflow.
+* deliberately broken ports for the golden-oracle workflow;
+* EfficientFormerV2's attentions recomputed step by step from their inputs: talking heads, the
+  stride-2 attention and its upsample, the attention downsample's local-global query (`v2`).
 """
 
 from .weights import Chosen, DEMO_WEIGHTS, REPO, WEIGHTS_ENV, choose_model, pixels_to_image
@@ -28,6 +30,8 @@ from .shapes import ShapeRow, attention_block_names, expected_shapes, format_sha
 from .pictures import attention_maps, channels_by_spread, feature_grid, tokens_to_map, upsample_onto_image
 from .additive import additive_attention_steps, attention_flops, attention_input, time_attention
 from .ports import MISTAKES, save_port_fixture, simulated_port, swapped_activation, trace_and_compare
+from .v2 import (attention4d_steps, input_name, local_global_query_steps, module_input, query_positions, row_distance,
+                 talking_heads_effect, talking_heads_shares, talking_heads_weights, upsample_matrix)
 
 __all__ = [
     "Chosen",
@@ -67,4 +71,14 @@ __all__ = [
     "simulated_port",
     "swapped_activation",
     "trace_and_compare",
+    "attention4d_steps",
+    "input_name",
+    "local_global_query_steps",
+    "module_input",
+    "query_positions",
+    "row_distance",
+    "talking_heads_effect",
+    "talking_heads_shares",
+    "talking_heads_weights",
+    "upsample_matrix",
 ]

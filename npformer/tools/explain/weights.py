@@ -68,13 +68,14 @@ def choose_model(family: str, weights=None, seeded_variant: str | None = None, d
     1. `weights` if given, else the path in the environment variable NPFORMER_WEIGHTS when it
        holds a model of `family` (any checkpoint `npformer.from_pretrained` reads);
     2. the demo weights `weights/{family}-digits.safetensors` when they are there;
-    3. seeded weights for `seeded_variant` (default: EfficientFormer L1, SwiftFormer XS; for
+    3. seeded weights for `seeded_variant` (default: the family's registry `seeded_variant`:
+       EfficientFormer L1, SwiftFormer XS, EfficientFormerV2 S0; for
        SwiftFormer the attention generation is `attention_generation` or "v2").
 
     `weights="seeded"` (or NPFORMER_WEIGHTS=seeded) skips straight to 3.
 
     The processor is the checkpoint's own (as `npformer predict` chooses it) or, for seeded
-    weights, the family's published transformers recipe. `Chosen.description` says which."""
+    weights, the family's own recipe (its published checkpoints'). `Chosen.description` says which."""
     if family not in FAMILIES:
         raise InputError(f"family must be one of {sorted(FAMILIES)}, got {family!r}")
     wanted = FAMILIES[family]
