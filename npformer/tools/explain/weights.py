@@ -69,8 +69,8 @@ def choose_model(family: str, weights=None, seeded_variant: str | None = None, d
        holds a model of `family` (any checkpoint `npformer.from_pretrained` reads);
     2. the demo weights `weights/{family}-digits.safetensors` when they are there;
     3. seeded weights for `seeded_variant` (default: the family's registry `seeded_variant`:
-       EfficientFormer L1, SwiftFormer XS, EfficientFormerV2 S0; for
-       SwiftFormer the attention generation is `attention_generation` or "v2").
+       EfficientFormer L1, SwiftFormer XS, EfficientFormerV2 S0; for SwiftFormer the attention
+       generation is `attention_generation` or "v2").
 
     `weights="seeded"` (or NPFORMER_WEIGHTS=seeded) skips straight to 3.
 
