@@ -83,3 +83,13 @@ def detect_schema(keys: set, fingerprints: dict[str, tuple[str, str]]) -> str | 
         if (not key or key in keys) and (not part or any(part in k for k in keys)):
             return schema
     return None
+
+
+def classifier_names(num_heads: int, pooled: str) -> dict[str, str]:
+    """{name: what it is} of what a classifier with `num_heads` heads traces after its final norm:
+    the pooled features (`pooled` says how they are pooled) and the head(s)."""
+    if num_heads == 0:
+        return {}
+    if num_heads == 1:
+        return {"pooled": pooled, "head": "head (= logits)"}
+    return {"pooled": pooled, "head": "head", "head_dist": "distillation head", "logits": "(head + head_dist) / 2"}

@@ -23,7 +23,7 @@ import numpy as np
 from ...errors import CheckpointMismatchError
 from ...fuse import AFTER
 from ...layers import attention_bias_index
-from ..schema import Stage, block_indices, bn_schema, conv_schema, linear_schema, stage_level_names
+from ..schema import Stage, block_indices, bn_schema, classifier_names, conv_schema, linear_schema, stage_level_names
 from .config import EfficientFormerConfig
 
 # the model class a checkpoint becomes, by its number of classifier heads
@@ -101,13 +101,8 @@ def batch_norm_folds(cfg: EfficientFormerConfig) -> list[tuple[str, str, str]]:
 def traced_names(cfg: EfficientFormerConfig, architecture: str) -> dict[str, str]:
     """{name: what it is} of every stage-level output a forward of `architecture` traces, in forward order."""
     names = stage_level_names(stages(cfg), BLOCK_LABELS)
-    names["norm"] = "LayerNorm"
-    if architecture == ARCHITECTURES[1]:
-        names |= {"pooled": "mean over tokens", "head": "head (= logits)"}
-    elif architecture == ARCHITECTURES[2]:
-        names |= {"pooled": "mean over tokens", "head": "head", "head_dist": "distillation head",
-                  "logits": "(head + head_dist) / 2"}
-    return names
+    heads = {arch: n for n, arch in ARCHITECTURES.items()}[architecture]
+    return names | {"norm": "LayerNorm"} | classifier_names(heads, "mean over tokens")
 
 
 def attention_blocks(cfg: EfficientFormerConfig) -> list[str]:

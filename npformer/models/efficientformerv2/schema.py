@@ -30,7 +30,7 @@ import numpy as np
 from ...errors import CheckpointMismatchError
 from ...fuse import AFTER
 from ...layers import attention_bias_index_grid
-from ..schema import Stage, block_indices, bn_schema, conv_schema, linear_schema, stage_level_names
+from ..schema import Stage, block_indices, bn_schema, classifier_names, conv_schema, linear_schema, stage_level_names
 from .config import EfficientFormerV2Config, halve
 
 # the model class a checkpoint becomes, by its number of classifier heads
@@ -123,13 +123,8 @@ def batch_norm_folds(cfg: EfficientFormerV2Config) -> list[tuple[str, str, str]]
 def traced_names(cfg: EfficientFormerV2Config, architecture: str) -> dict[str, str]:
     """{name: what it is} of every stage-level output a forward of `architecture` traces, in forward order."""
     names = stage_level_names(stages(cfg), BLOCK_LABELS)
-    names["norm"] = "BatchNorm"
-    if architecture == ARCHITECTURES[1]:
-        names |= {"pooled": "mean over positions", "head": "head (= logits)"}
-    elif architecture == ARCHITECTURES[2]:
-        names |= {"pooled": "mean over positions", "head": "head", "head_dist": "distillation head",
-                  "logits": "(head + head_dist) / 2"}
-    return names
+    heads = {arch: n for n, arch in ARCHITECTURES.items()}[architecture]
+    return names | {"norm": "BatchNorm"} | classifier_names(heads, "mean over positions")
 
 
 def attention_blocks(cfg: EfficientFormerV2Config) -> list[str]:

@@ -19,7 +19,7 @@ The forward that uses these names is `model.py`.
 from __future__ import annotations
 
 from ...fuse import AFTER, BEFORE
-from ..schema import Stage, block_indices, bn_schema, conv_schema, linear_schema, stage_level_names
+from ..schema import Stage, block_indices, bn_schema, classifier_names, conv_schema, linear_schema, stage_level_names
 from .config import SwiftFormerConfig
 
 # the model class a checkpoint becomes, by its number of classifier heads (the classifier has two)
@@ -96,9 +96,8 @@ def batch_norm_folds(cfg: SwiftFormerConfig) -> list[tuple[str, str, str]]:
 def traced_names(cfg: SwiftFormerConfig, architecture: str) -> dict[str, str]:
     """{name: what it is} of every stage-level output a forward of `architecture` traces, in forward order."""
     names = stage_level_names(stages(cfg), BLOCK_LABELS)
-    if architecture == ARCHITECTURES[2]:
-        names |= {"norm": "BatchNorm", "pooled": "mean over positions", "head": "head",
-                  "head_dist": "distillation head", "logits": "(head + head_dist) / 2"}
+    if architecture == ARCHITECTURES[2]:  # the backbone has no final norm
+        names |= {"norm": "BatchNorm"} | classifier_names(2, "mean over positions")
     return names
 
 
