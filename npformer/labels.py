@@ -48,6 +48,24 @@ def imagenet_labels(style: str = "classic") -> list[str]:
     return list(_read(style))
 
 
+SYNSETS_FILE = "imagenet-1k-synsets.txt"  # n01440764 ... n15075141, one per line
+
+
+@lru_cache(maxsize=None)
+def _read_synsets() -> tuple[str, ...]:
+    text = resources.files("npformer").joinpath("data", SYNSETS_FILE).read_text(encoding="ascii")
+    synsets = tuple(text.split())
+    if len(synsets) != IMAGENET_NUM_CLASSES or list(synsets) != sorted(synsets):  # a packaging accident
+        raise RuntimeError(f"npformer/data/{SYNSETS_FILE} must hold 1000 sorted WordNet ids, got {len(synsets)}")
+    return synsets
+
+
+def imagenet_synsets() -> list[str]:
+    """The 1000 ImageNet-1k WordNet ids by class index ("n01440764" is class 0, tench): the
+    ILSVRC-2012 class order is the sorted wnids, the order both label files follow."""
+    return list(_read_synsets())
+
+
 def is_placeholder(index: int, name: str) -> bool:
     """transformers' generated names: "LABEL_0", "LABEL_1", ... (no real class names)."""
     match = _PLACEHOLDER.fullmatch(str(name))

@@ -37,6 +37,8 @@ NOT_NPFORMER_ERRORS = {
     ("preprocess/processors.py", "NotImplementedError"): "abstract method",
     ("preprocess/fields.py", "AttributeError"): "BatchFeature.__getattr__: the attribute protocol requires it",
     ("tools/plots.py", "ImportError"): "matplotlib (the notebooks extra) is missing: an ImportError is what callers expect",
+    ("evaluation/run.py", "EvaluationInterrupted"): "a KeyboardInterrupt (Ctrl-C) carrying how far the run got; "
+                                                    "npformer evaluate prints the resume command and exits 130",
 }
 
 

@@ -1,4 +1,4 @@
-"""The `npformer` command line: predict, convert, shapes, parity, trace, compare, for every family.
+"""The `npformer` command line: predict, convert, shapes, parity, trace, compare, evaluate, for every family.
 
     npformer predict cat.png --weights efficientformer-l1.safetensors
     npformer predict cat.png --weights ./swiftformer-xs/               # a transformers directory
@@ -10,6 +10,7 @@
     npformer parity --families swiftformer --variants xs --batch 1
     npformer trace cat.png golden.safetensors --dtype float64
     npformer compare port.safetensors golden.safetensors --atol 1e-5
+    npformer evaluate tests/fixtures/digits/heldout --output results.jsonl
 
 `main(argv)` returns the exit status. Expected errors (every `NpformerError`) print one line,
 `npformer: error: <message>`, to stderr and exit with the error's `exit_code`; usage errors
@@ -27,6 +28,7 @@ from .._version import __version__
 from ..errors import NpformerError
 from ..models.registry import FAMILIES
 from .commands import SHAPE_VARIANTS, cmd_convert, cmd_predict, cmd_shapes, stage_level_names, top_k
+from . import evaluate
 from .common import (DEFAULT_WEIGHTS, DEMO_WEIGHTS, EXIT_CODES, GENERATIONS, NO_DEFAULT_WEIGHTS, MissingExtraError,
                      UsageError, one_line, positive_int)
 from .oracle import REFERENCES, cmd_compare, cmd_parity, cmd_trace, missing_extras, oracle_available, parity_variants
@@ -50,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="npformer",
         description=_wrap("EfficientFormer (L1, L3, L7), SwiftFormer (XS, S, L1, L3) and EfficientFormerV2 (S0, S1, "
                           "S2, L) in pure NumPy: classify images, convert checkpoints, inspect shapes, check parity "
-                          "with transformers and timm, write and compare golden-value fixtures."),
+                          "with transformers and timm, write and compare golden-value fixtures, evaluate on a dataset."),
         epilog="examples:\n"
                "  npformer predict cat.png --weights efficientformer-l1.safetensors\n"
                "  npformer predict cat.png --weights ./swiftformer-xs/          # a transformers directory\n"
@@ -59,7 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
                "  npformer shapes --variant l3\n"
                "  npformer shapes --variant swiftformer-xs --size 256\n"
                "  npformer shapes --variant efficientformerv2-s0\n"
-               "  npformer parity --families swiftformer --variants xs --batch 1\n\n"
+               "  npformer parity --families swiftformer --variants xs --batch 1\n"
+               "  npformer evaluate tests/fixtures/digits/heldout --output results.jsonl\n\n"
                "run 'npformer COMMAND --help' for a command's options.\n\n" + EXIT_CODES,
         formatter_class=fmt,
     )
@@ -236,6 +239,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rtol", type=float, default=1e-4, help="relative tolerance (default 1e-4)")
     p.add_argument("--all", action="store_true", help="print every row, not only those up to the first failure")
     p.set_defaults(func=cmd_compare)
+
+    evaluate.add_parser(sub, [weights, attention, forward], fmt, _wrap)
     return parser
 
 
