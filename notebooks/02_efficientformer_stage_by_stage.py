@@ -300,8 +300,8 @@ panels = [image] + busiest + [image] * h
 titles = ["input"] + [f"stage {s}: {f.shape[1]}×{f.shape[2]}×{f.shape[0]}" for s, f in enumerate(stage_maps)] + \
          [f"attention, head {i}" for i in range(h)]
 fig = plots.image_row(panels, titles, overlays=[None] * 5 + list(received), cmap="magma", size=1.9, cols=5)
-fig.suptitle(f"{type(model).__name__} ({chosen.kind} weights) reads {image_path.name}: the busiest channel "
-             "after each stage, and where each attention head looks", fontsize=9)
+plots.wrapped_suptitle(fig, f"{type(model).__name__} ({chosen.kind} weights) reads {image_path.name}: the busiest "
+                       "channel after each stage, and where each attention head looks", fontsize=9)  # as many lines as it needs
 fig.tight_layout()
 fig.savefig(figures / "efficientformer_stages.png", dpi=90)
 print("saved", figures / "efficientformer_stages.png")

@@ -50,9 +50,30 @@ def image_row(images, titles=(), cmap="gray", size=2.2, overlays=None, overlay_c
     for ax in list(axes.flat)[len(images):]:
         ax.axis("off")
     if suptitle:
-        fig.suptitle(suptitle, fontsize=11)
+        wrapped_suptitle(fig, suptitle, fontsize=11)
     fig.tight_layout()
     return fig
+
+
+def wrapped_suptitle(fig, text, fontsize=11, fill=0.96):
+    """Set the figure's title, broken between words onto as many lines as needed for each line to
+    take at most `fill` of the figure's width (measured as drawn: a one-line title wider than its
+    figure is cut off at both edges when saved). Returns the title's Text."""
+    title = fig.suptitle(text, fontsize=fontsize)
+    get_renderer = getattr(fig.canvas, "get_renderer", None)
+    if get_renderer is None:  # a backend that cannot measure text: leave the title as it is
+        return title
+    renderer, limit = get_renderer(), fill * fig.bbox.width
+    lines, line = [], ""
+    for word in text.split():
+        title.set_text(f"{line} {word}".strip())
+        if line and title.get_window_extent(renderer).width > limit:
+            lines.append(line)
+            line = word
+        else:
+            line = f"{line} {word}".strip()
+    title.set_text("\n".join(lines + [line]))
+    return title
 
 
 def annotate_matrix(ax, matrix, fmt="{:d}", fontsize=7, color="white"):
