@@ -5,9 +5,14 @@
     >>> out = model(pixel_values)                                             # [B, 3, 224, 224] float32
     >>> out.logits.shape
     (1, 1000)
+
+transformers' and timm's names work too (`npformer.AutoModelForImageClassification`,
+`npformer.create_model`, `from npformer import timm`): see npformer/auto.py and npformer/timm/.
 """
 
 from ._version import __version__
+from . import timm
+from .auto import AutoConfig, AutoImageProcessor, AutoModel, AutoModelForImageClassification
 from .checkpoints.convert import convert_checkpoint
 from .errors import NpformerError
 from .loading import from_pretrained, load
@@ -26,6 +31,8 @@ from .models.efficientformerv2.model import (
 from .models.registry import architectures
 from .models.swiftformer.config import SwiftFormerConfig
 from .models.swiftformer.model import SwiftFormerForImageClassification, SwiftFormerModel
+from .preprocess.processors import EfficientFormerImageProcessor, ViTImageProcessor
+from .timm import create_model
 from .trace import Trace
 
 __all__ = [
@@ -34,4 +41,6 @@ __all__ = [
     "SwiftFormerForImageClassification", "EfficientFormerV2Config", "EfficientFormerV2Model",
     "EfficientFormerV2ForImageClassification", "EfficientFormerV2ForImageClassificationWithTeacher", "NpformerError", "Trace", "convert_checkpoint", "from_pretrained", "load",
     "architectures", "__version__",
+    "AutoConfig", "AutoImageProcessor", "AutoModel", "AutoModelForImageClassification", "EfficientFormerImageProcessor",
+    "ViTImageProcessor", "create_model", "timm",
 ]

@@ -45,6 +45,14 @@ class InputError(NpformerError, ValueError):
     exit_code = 7
 
 
+class MissingExtraError(NpformerError):
+    """Something that needs an optional extra that is not installed: the oracle (torch,
+    transformers, timm) for `npformer parity`, huggingface_hub (the hub extra) for hub ids. The
+    message says what to install, and how to do without it where one can."""
+
+    exit_code = 2
+
+
 class ImageError(NpformerError):
     """An image that cannot be opened, decoded or preprocessed: missing, not an image, truncated,
     a decompression bomb, or too extreme an aspect ratio for the resize."""

@@ -263,9 +263,9 @@ def test_convert_errors(capsys, tmp_path):
 
 
 def shape_rows(out):
-    """{name: (kind, shape, elements)} from shapes' table."""
+    """{name: (kind, shape, elements)} from shapes' table (the MAC table after its blank line aside)."""
     rows = {}
-    for line in out.splitlines()[3:]:
+    for line in out.split("\n\n")[0].splitlines()[3:]:
         match = re.match(r"^  (\S+)  +(.*?) *(\[[\d, ]+\]) +([\d,]+)$", line)
         assert match, line
         name, kind, shape, elements = match.groups()

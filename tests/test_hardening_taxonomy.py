@@ -32,10 +32,15 @@ NOT_NPFORMER_ERRORS = {
     ("layers.py", "ValueError"): "internal invariant of conv2d: check_tensors and as_pixel_values fix every channel count",
     ("labels.py", "RuntimeError"): "a packaging accident (a label file without 1000 names), not a user error",
     ("tools/oracle.py", "RuntimeError"): "oracle tooling (needs torch): a reference model refusing weights is a bug",
+    ("tools/oracle.py", "TypeError"): "oracle tooling (needs torch): with_pairwise_bias given a model with no timm "
+                                      "attention to patch is a bug in the test that calls it",
     ("tools/golden.py", "ValueError"): "one raised inside a try that turns it into WeightFileError, one internal guard",
     ("models/base.py", "NotImplementedError"): "abstract method",
     ("preprocess/processors.py", "NotImplementedError"): "abstract method",
+    ("auto.py", "NotImplementedError"): "abstract method (_AutoModel.choose)",
+    ("timm/factory.py", "AttributeError"): "TimmModel.__getattr__: the attribute protocol requires it",
     ("preprocess/fields.py", "AttributeError"): "BatchFeature.__getattr__: the attribute protocol requires it",
+    ("macs.py", "KeyError"): "MacCount.__getitem__ (a part by name): the item protocol requires it",
     ("tools/plots.py", "ImportError"): "matplotlib (the notebooks extra) is missing: an ImportError is what callers expect",
     ("evaluation/run.py", "EvaluationInterrupted"): "a KeyboardInterrupt (Ctrl-C) carrying how far the run got; "
                                                     "npformer evaluate prints the resume command and exits 130",
@@ -151,7 +156,7 @@ def test_public_api_misuse_is_a_config_error():
     (["trace", "{nan_npy}", "{out}"], 7, "holds 1 NaN"),
     (["trace", "{int_npy}", "{out}"], 7, "int.npy: expected NCHW float pixel values"),
     (["compare", "{missing}", "{missing}"], 4, "missing.png"),
-    (["shapes", "--variant", "l1", "--size", "100"], 7, "193–224 px; got 100×100"),
+    (["shapes", "--variant", "l1", "--size", "100"], 7, "takes 193–224 px inputs; a 100×100 input gives 4×4"),
 ])
 def test_cli_maps_each_failure_to_its_code_in_one_line(tmp_path, capsys, argv, code, needle):
     import numpy as np

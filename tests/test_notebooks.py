@@ -17,7 +17,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
 NAMES = ["01_layers_from_scratch", "02_efficientformer_stage_by_stage", "03_swiftformer_additive_attention",
-         "04_golden_oracle", "05_efficientformerv2_stage_by_stage"]
+         "04_golden_oracle", "05_efficientformerv2_stage_by_stage", "06_beyond_224"]
 README_FIGURE = "notebooks/figures/efficientformer_stages.png"
 
 

@@ -110,8 +110,8 @@ def _out_channels(state: dict, fam: Family, schema: str, source: str):
     return out_channels
 
 
-def load_transformers_dir(path: Path, attention_generation=None):
-    """(config, canonical tensors, architecture) from a directory written by `save_pretrained`."""
+def read_transformers_config(path: Path, attention_generation=None):
+    """(family, config) of a transformers model directory's config.json (SwiftFormer's: attention v1)."""
     try:  # model_type picks the family
         model_type = json.loads((path / "config.json").read_text()).get("model_type")
     except (OSError, ValueError, AttributeError) as err:
@@ -124,6 +124,13 @@ def load_transformers_dir(path: Path, attention_generation=None):
     generation = _resolve_generation(fam, "transformers", attention_generation, str(path))
     if generation is not None:
         cfg.attention_generation = generation
+    return fam, cfg
+
+
+def load_transformers_dir(path: Path, attention_generation=None):
+    """(config, canonical tensors, architecture) from a directory written by `save_pretrained`."""
+    fam, cfg = read_transformers_config(path, attention_generation)
+    model_type = fam.name
     for filename in ("model.safetensors", "pytorch_model.bin"):
         if (path / filename).is_file():
             state = _read_state_dict(path / filename)
@@ -197,20 +204,42 @@ def _metadata(fam: Family, architecture: str, cfg, schema: str, path) -> dict:
     return metadata
 
 
-def load_any(path, attention_generation=None):
+def timm_directory_weights(path: Path) -> Path | None:
+    """The weight file of a timm hub directory (what a `timm/<name>` repo holds: a config.json with
+    timm's `architecture` / `pretrained_cfg` and no `model_type`, and model.safetensors or
+    pytorch_model.bin); None for any other directory."""
+    try:
+        config = json.loads((path / "config.json").read_text())
+    except (OSError, ValueError):
+        return None  # not timm's; load_transformers_dir says what is wrong with it
+    if not isinstance(config, dict) or "model_type" in config or not {"architecture", "pretrained_cfg"} & set(config):
+        return None
+    for filename in ("model.safetensors", "pytorch_model.bin"):
+        if (path / filename).is_file():
+            return path / filename
+    raise WeightFileError(f"{path}: a timm hub directory (its config.json names architecture "
+                          f"{config.get('architecture')!r}) without model.safetensors or pytorch_model.bin")
+
+
+def load_any(path, attention_generation=None, image_size=None):
     """(config, canonical tensors, metadata) from any supported source:
 
     * an npformer weight file (`.safetensors` with npformer metadata),
     * a transformers model directory (`config.json` + `model.safetensors` or `pytorch_model.bin`),
-    * an original (snap-research, Amshaker) or timm checkpoint (`.pth`, `.pt`, `.bin`, `.safetensors`).
+    * an original (snap-research, Amshaker) or timm checkpoint (`.pth`, `.pt`, `.bin`, `.safetensors`),
+      or a timm hub directory holding one (`timm_directory_weights`).
 
     `attention_generation` ("v1" / "v2"): SwiftFormer only; required for original checkpoints,
     checked against what every other source says.
+    `image_size` (H, W): the input size a checkpoint without a config was built for, when its bias
+    tables cannot tell (EfficientFormerV2 built for a non-square size); ignored otherwise.
     """
     path = Path(path)
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise WeightFileError(f"{path}: a directory without config.json is not a transformers model directory")
+        if (weights := timm_directory_weights(path)) is not None:  # timm's hub layout: the weight file is the checkpoint
+            return load_any(weights, attention_generation, image_size)
         cfg, tensors, arch = load_transformers_dir(path, attention_generation)
         return cfg, tensors, _metadata(registry.FAMILIES[cfg.model_type], arch, cfg, "transformers", path)
     if not path.exists():
@@ -230,7 +259,7 @@ def load_any(path, attention_generation=None):
         )
     generation = _resolve_generation(fam, schema, attention_generation, str(path))
     cfg = fam.schema.config_from_tensors(state, schema, _out_channels(state, fam, schema, str(path)),
-                                         attention_generation=generation)
+                                         attention_generation=generation, image_size=image_size)
     num_heads = sum(h in state for h in fam.schema.HEAD_KEYS[schema])
     tensors = to_canonical(state, cfg, num_heads, schema, str(path))
     return cfg, tensors, _metadata(fam, fam.architecture(num_heads), cfg, schema, path)

@@ -27,6 +27,7 @@ import textwrap
 from .._version import __version__
 from ..errors import NpformerError
 from ..models.registry import FAMILIES
+from ..models.attention_bias import STRATEGIES
 from .commands import SHAPE_VARIANTS, cmd_convert, cmd_predict, cmd_shapes, stage_level_names, top_k
 from . import evaluate
 from .common import (DEFAULT_WEIGHTS, DEMO_WEIGHTS, EXIT_CODES, GENERATIONS, NO_DEFAULT_WEIGHTS, MissingExtraError,
@@ -82,6 +83,16 @@ def build_parser() -> argparse.ArgumentParser:
     weights = argparse.ArgumentParser(add_help=False)
     weights.add_argument("--weights", metavar="PATH", help=f"the checkpoint: {weights_help} (default: the demo "
                                                             f"weights, {DEMO_WEIGHTS.name})")
+    sizing = argparse.ArgumentParser(add_help=False)
+    sizing.add_argument("--size", type=positive_int, nargs="+", metavar="PX",
+                        help="run at this input size: one side, or HEIGHT WIDTH (default: the size the model is "
+                             "built for; images are preprocessed to it). An EfficientFormer or EfficientFormerV2 "
+                             "size whose attention grid differs from the checkpoint's needs --bias-resize")
+    sizing.add_argument("--bias-resize", choices=tuple(STRATEGIES), metavar="STRATEGY",
+                        help="how the attention biases follow another size: 'table' resamples each head's offset "
+                             "table to the new grid once (bicubic, antialias; timm's LeViT resize), 'pairwise' "
+                             "resizes the gathered [heads, N, N] bias to each input's token count (bicubic; the "
+                             "original detection/segmentation backbones). Never applied silently")
     forward = argparse.ArgumentParser(add_help=False)
     forward.add_argument("--dtype", choices=("float32", "float64"), default="float32",
                          help="compute dtype of the forward pass (and of the tensors `trace` writes; default float32)")
@@ -92,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
                               "or a preprocessor_config.json file or a directory holding one")
 
     p = sub.add_parser(
-        "predict", parents=[weights, attention, forward],
+        "predict", parents=[weights, attention, forward, sizing],
         help="classify images: top-K classes with probabilities",
         description=_wrap("Classify images with an EfficientFormer, SwiftFormer or EfficientFormerV2 checkpoint and "
                           "print the top-K "
@@ -105,16 +116,19 @@ def build_parser() -> argparse.ArgumentParser:
                           "235, bicubic, crop 224; also EfficientFormerV2's), original 'original' (shortest edge "
                           "256, bicubic, crop 224), anything else the family's published recipe. All normalise "
                           "with the ImageNet mean/std.\n"
-                          "Input size: EfficientFormer needs 193–224 px inputs (its attention biases fix a 7×7 "
-                          "grid), EfficientFormerV2 209–224 px (a 14×14 stage-2 grid); SwiftFormer takes any "
-                          "size.\n"
+                          "Input size: a 224 px EfficientFormer takes 193–224 px inputs (its attention biases fix "
+                          "a 7×7 grid), EfficientFormerV2 209–224 px (a 14×14 stage-2 grid); SwiftFormer takes any "
+                          "size. --size H W runs at another size (the preprocessing's crop or squash becomes H×W); "
+                          "where that changes the attention grid, --bias-resize table|pairwise says how the biases "
+                          "follow.\n"
                           "Labels: the config's id2label if it has real names, else the ImageNet-1k names for a "
                           "1000-class model, else 'class N'.\n"
                           "Speed: the model runs fused (each BatchNorm folded into its convolution; the same "
                           "logits within 1e-5). 'npformer trace' runs it unfused, to record every layer."),
         epilog="examples:\n"
                "  npformer predict two_cats.png chelsea.jpg --weights efficientformer-l1.safetensors --top 3\n"
-               "  npformer predict cat.png --weights SwiftFormer_XS.pth --attention v1 --processor original\n\n"
+               "  npformer predict cat.png --weights SwiftFormer_XS.pth --attention v1 --processor original\n"
+               "  npformer predict cat.png --weights efficientformer-l1.safetensors --size 320 --bias-resize table\n\n"
                "prints, per image, a header line\n"
                "  IMAGE  (model class[, attention vN], dtype, preprocessing: RECIPE or CONFIG FILE)\n"
                "and then K lines:\n"
@@ -147,19 +161,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_convert)
 
     p = sub.add_parser(
-        "shapes", parents=[attention], help="tensor shape of every stage of a model",
+        "shapes", parents=[attention, sizing], help="tensor shape of every stage of a model, its MACs and parameters",
         description=_wrap("Run a model on zeros and print the shape of every stage-level output (stem, downsamples, "
                           "each block with its kind, stage outputs, norm, pooled, heads, logits) and its element "
                           "count. Uses seeded weights for --variant, or a real checkpoint's config with --weights.\n\n"
+                          "Then the multiply-accumulates per image (convolutions and matrix products, counted as "
+                          "torch's FlopCounterMode counts them; MACs = FLOPs / 2) and the parameters (BatchNorm "
+                          "running statistics excluded) of the stem, each stage (with the downsample into it) and "
+                          "the head (final norm and classifier heads), at --size: npformer.macs.count.\n\n"
                           "Variants: l1 l3 l7 are EfficientFormer (also efficientformer-l1 ...); SwiftFormer's are "
                           "swiftformer-xs, swiftformer-s, swiftformer-l1, swiftformer-l3; EfficientFormerV2's "
-                          "efficientformerv2-s0, -s1, -s2, -l. EfficientFormer takes 193–224 px inputs, "
-                          "EfficientFormerV2 209–224 px, SwiftFormer any size."),
+                          "efficientformerv2-s0, -s1, -s2, -l. As built, EfficientFormer takes 193–224 px "
+                          "inputs, EfficientFormerV2 209–224 px, SwiftFormer any size; --size with --bias-resize "
+                          "shows a variant at another size ('table': built for it; 'pairwise': the 224 biases "
+                          "resized in the forward)."),
         epilog="examples:\n"
                "  npformer shapes --variant l7 --batch 4\n"
                "  npformer shapes --variant swiftformer-xs --size 256\n"
                "  npformer shapes --variant swiftformer-l3 --size 192 320\n"
                "  npformer shapes --variant efficientformerv2-l --all\n"
+               "  npformer shapes --variant l1 --size 512 --bias-resize pairwise\n"
                "  npformer shapes --weights efficientformer-l1.safetensors --all",
         formatter_class=fmt,
     )
@@ -167,8 +188,6 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument("--variant", choices=tuple(SHAPE_VARIANTS), default="l1", metavar="VARIANT",
                        help="published variant: " + " ".join(SHAPE_VARIANTS) + " (default l1 = EfficientFormer-L1)")
     which.add_argument("--weights", metavar="PATH", help=f"use this checkpoint instead: {weights_help}")
-    p.add_argument("--size", type=positive_int, nargs="+", default=[224], metavar="PX",
-                   help="input side in pixels, or HEIGHT WIDTH (default 224)")
     p.add_argument("--batch", type=positive_int, default=1, help="batch size (default 1)")
     p.add_argument("--all", action="store_true", help="print every traced sub-layer, not only stage-level outputs")
     p.set_defaults(func=cmd_shapes)
@@ -201,7 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_parity)
 
     p = sub.add_parser(
-        "trace", parents=[weights, attention, forward],
+        "trace", parents=[weights, attention, forward, sizing],
         help="write a golden-value fixture: the input and every activation of a forward pass",
         description=_wrap("Run a model on one input and write a trace fixture: a safetensors file holding the input "
                           "(`input`) and every traced activation under its name (stem.conv1, "

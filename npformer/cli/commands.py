@@ -7,19 +7,20 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import macs
 from ..errors import CheckpointMismatchError, NpformerError
-from ..loading import load
+from ..models.attention_bias import at_image_size
 from ..models.registry import FAMILIES
-from .common import UsageError, npformer_file_metadata, shape_text, table_lines, weights_path, top_k
+from .common import (UsageError, built_size, image_processor, input_size, load_at_size, npformer_file_metadata,
+                     shape_text, table_lines, top_k, weights_path)
 
 
 def cmd_predict(args) -> int:
     from ..labels import label_names
-    from ..preprocess import make_processor
 
     weights = weights_path(args)
-    model, metadata = load(weights, np.dtype(args.dtype), args.attention, fuse=True)  # fused: the fast path
-    processor, preprocessing = make_processor(args.processor, weights, FAMILIES[model.family], metadata)
+    model, metadata = load_at_size(args, weights, np.dtype(args.dtype), fuse=True)  # fused: the fast path
+    processor, preprocessing = image_processor(args, weights, model, metadata)
     arch = type(model).__name__
     if model.num_heads == 0 or model.config.num_labels == 0:
         raise CheckpointMismatchError(
@@ -139,12 +140,6 @@ def stage_level_names(cfg, architecture: str) -> dict[str, str]:
     return FAMILIES[cfg.model_type].schema.traced_names(cfg, architecture)
 
 
-def _input_size(size: list[int]) -> tuple[int, int]:
-    if len(size) > 2:
-        raise UsageError(f"--size takes one side (square input) or HEIGHT WIDTH, got {len(size)} numbers")
-    return (size[0], size[-1])
-
-
 def cmd_shapes(args) -> int:
     from ..checkpoints.seeded import seeded_weights
     from ..checkpoints.weights import count_parameters
@@ -152,9 +147,9 @@ def cmd_shapes(args) -> int:
     from ..models.registry import model_class, variant_name
     from ..trace import Trace
 
-    height, width = _input_size(args.size)
+    size = input_size(args.size)
     if args.weights is not None:
-        model, _ = load(Path(args.weights), np.float32, args.attention)
+        model, _ = load_at_size(args, Path(args.weights), np.float32)
         fam, variant = FAMILIES[model.family], variant_name(model.config)
         name = f"{fam.display}-{variant.upper()}" if variant else f"custom {fam.display} config"
         title = f"{args.weights} ({name})"
@@ -168,8 +163,11 @@ def cmd_shapes(args) -> int:
         else:
             cfg = fam.config.variant(variant)
         heads = max(fam.schema.ARCHITECTURES)  # the full classifier
+        if size is not None:  # the variant built for that size ("table") or resizing its bias ("pairwise")
+            cfg, _ = at_image_size(cfg, seeded_weights(cfg, num_heads=heads), size, args.bias_resize)
         model = model_class(fam.architecture(heads))(cfg, seeded_weights(cfg, num_heads=heads))
         title = f"{fam.display}-{variant.upper()} (seeded weights)"
+    height, width = size or built_size(model.config)
     arch = type(model).__name__
     kinds = stage_level_names(model.config, arch)
     trace = Trace(["*"] if args.all else list(kinds))
@@ -184,4 +182,6 @@ def cmd_shapes(args) -> int:
     print(lines[0])
     print("  " + "-" * (max(len(line) for line in lines) - 2))
     print("\n".join(lines[1:]))
+    print()
+    print(macs.count(model, (height, width)))  # its own forward, batch 1: MACs per image
     return 0

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import errors
 from ..errors import NpformerError
 from ..layers import softmax
 from ..models.registry import FAMILIES
@@ -38,14 +39,12 @@ exit status:
 """
 
 
+# a command needing an optional extra that is not installed: the library's error (hub ids raise it too)
+MissingExtraError = errors.MissingExtraError
+
+
 class UsageError(NpformerError):
     """A command line npformer cannot act on (reported like argparse's own usage errors)."""
-
-    exit_code = 2
-
-
-class MissingExtraError(NpformerError):
-    """A command that needs an optional extra (torch, transformers, timm) that is not installed."""
 
     exit_code = 2
 
@@ -106,3 +105,45 @@ def positive_int(text: str) -> int:
 
 def one_line(err: BaseException) -> str:
     return " ".join(line.strip() for line in str(err).splitlines() if line.strip()) or type(err).__name__
+
+
+def input_size(size) -> tuple[int, int] | None:
+    """(H, W) from --size's one or two numbers; None when not given."""
+    if size is None:
+        return None
+    if len(size) > 2:
+        raise UsageError(f"--size takes one side (square input) or HEIGHT WIDTH, got {len(size)} numbers")
+    return (size[0], size[-1])
+
+
+def built_size(config) -> tuple[int, int]:
+    """The input size a model runs as built: EfficientFormerV2's image_size; EfficientFormer 224 px
+    when its grid takes it, else the largest side it takes; SwiftFormer (any size) 224 px."""
+    if hasattr(config, "image_hw"):
+        return config.image_hw
+    if hasattr(config, "input_side_range") and config.attention_bias_resize is None:
+        lo, hi = config.input_side_range()
+        side = 224 if lo <= 224 <= hi else hi
+        return (side, side)
+    return (224, 224)
+
+
+def load_at_size(args, path, dtype, fuse=False):
+    """(model, metadata) of `path` for the --size and --bias-resize the command line asks for."""
+    from ..loading import load
+
+    return load(path, dtype, args.attention, fuse=fuse, image_size=input_size(args.size),
+                attention_bias_resize=args.bias_resize)
+
+
+def image_processor(args, weights, model, metadata):
+    """(processor, description) for a command's images: --processor or the checkpoint's own
+    (npformer.preprocess.make_processor), made to give --size pixels when that is set."""
+    from ..preprocess.selection import make_processor, processor_at_size
+
+    processor, description = make_processor(args.processor, weights, FAMILIES[model.family], metadata)
+    size = input_size(args.size)
+    if size is None:
+        return processor, description
+    processor, how = processor_at_size(processor, size)
+    return processor, f"{description}, at {size[0]}×{size[1]}: {how}"

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..loading import load
 from ..models.registry import FAMILIES
-from .common import ORACLE_MISSING, ORACLE_MODULES, MissingExtraError, UsageError, one_line, shape_text, table_lines, weights_path
+from .common import (ORACLE_MISSING, ORACLE_MODULES, MissingExtraError, UsageError, image_processor, load_at_size,
+                     one_line, shape_text, table_lines, weights_path)
 
 REFERENCES = ("transformers", "timm")
 
@@ -74,7 +74,6 @@ def cmd_parity(args) -> int:
 def _load_pixels(args, model, weights: Path, metadata: dict) -> tuple[np.ndarray, str]:
     """(pixel values [B, C, H, W], description) from a .npy file or an image preprocessed as `predict` does."""
     from ..errors import InputError
-    from ..preprocess import make_processor
 
     source = Path(args.input)
     if source.suffix.lower() == ".npy":
@@ -86,7 +85,7 @@ def _load_pixels(args, model, weights: Path, metadata: dict) -> tuple[np.ndarray
             raise InputError(f"{source}: expected NCHW float pixel values [B, C, H, W], "
                              f"got shape {shape_text(pixels.shape)} dtype {pixels.dtype}")
         return pixels, "pixel values from .npy"
-    processor, preprocessing = make_processor(args.processor, weights, FAMILIES[model.family], metadata)
+    processor, preprocessing = image_processor(args, weights, model, metadata)
     return processor(source)["pixel_values"], f"preprocessing: {preprocessing}"
 
 
@@ -94,7 +93,7 @@ def cmd_trace(args) -> int:
     from ..tools.golden import trace_to_fixture
 
     weights = weights_path(args)
-    model, metadata = load(weights, np.dtype(args.dtype), args.attention)
+    model, metadata = load_at_size(args, weights, np.dtype(args.dtype))
     pixels, how = _load_pixels(args, model, weights, metadata)
     meta = trace_to_fixture(model, pixels, args.out, weights_name=str(weights))
     count = len(json.loads(meta["names"]))

@@ -9,7 +9,6 @@ from types import MappingProxyType
 
 import numpy as np
 
-from ..checkpoints.convert import load_any
 from ..checkpoints.seeded import seeded_weights
 from ..checkpoints.weights import check_tensors, make_metadata, save_weights
 from ..errors import InputError
@@ -144,6 +143,31 @@ class PreTrainedModel:
         self.weights = MappingProxyType(weights)
         self.params = Params(self.weights)
 
+    @property
+    def feature_info(self):
+        """Channels, total stride and module of each stage's output, as timm's `feature_info` (models/features.py)."""
+        from .features import feature_info
+
+        return feature_info(self.config)
+
+    def forward_intermediates(self, pixel_values, indices=None, norm=False, intermediates_only=False):
+        """(final, [NCHW stage maps]) as timm's `forward_intermediates`: `indices` None (all four
+        stages), n (the last n) or a list; `norm` normalises the last stage's map. See models/features.py."""
+        from .features import forward_intermediates
+
+        return forward_intermediates(self, pixel_values, indices, norm, intermediates_only)
+
+    def features_only(self, out_indices=(0, 1, 2, 3)):
+        """A model returning the stage maps `out_indices` selects, as timm's `features_only=True`."""
+        from .features import FeatureListModel
+
+        return FeatureListModel(self, out_indices)
+
+    def eval(self):
+        """The model (`model.eval()` in transformers and timm code): npformer models only ever run in
+        inference mode."""
+        return self
+
     def fuse(self):
         """This model with each BatchNorm folded into its convolution: one pass over each feature map
         fewer, the same outputs to float32 rounding (see fuse.py). The fast path; an oracle trace
@@ -157,11 +181,20 @@ class PreTrainedModel:
         return model
 
     @classmethod
-    def from_pretrained(cls, path, dtype=np.float32, attention_generation=None, fuse=False):
+    def from_pretrained(cls, path, dtype=np.float32, attention_generation=None, fuse=False, image_size=None,
+                        attention_bias_resize=None, *, revision=None, cache_dir=None, local_files_only=False,
+                        token=None):
         """Load an npformer weight file, a transformers model directory or an original / timm
         checkpoint into this class (dropping heads it does not use, as transformers does);
-        `fuse=True` gives the fused fast path (`fuse`)."""
-        config, tensors, _ = load_any(path, attention_generation=attention_generation)
+        `fuse=True` gives the fused fast path (`fuse`); `image_size` and `attention_bias_resize`
+        as `npformer.load`. `path` may be a Hugging Face hub id (`revision`, `cache_dir`,
+        `local_files_only`, `token`: see npformer/hub.py)."""
+        from ..hub import MODEL_FILES, resolve
+        from .attention_bias import load_at_size
+
+        path = resolve(path, MODEL_FILES, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only,
+                       token=token)
+        config, tensors, _ = load_at_size(path, attention_generation, image_size, attention_bias_resize, dtype)
         if config.model_type != cls.family:
             raise InputError(f"{path} holds a {config.model_type} model; {cls.__name__} is a {cls.family}")
         # what the two-head classifier has beyond this class (heads; SwiftFormer's head norm) is dropped
@@ -169,9 +202,15 @@ class PreTrainedModel:
         model = cls(config, {k: v for k, v in tensors.items() if k not in unused}, dtype=dtype)
         return model.fuse() if fuse else model
 
-    def save_pretrained(self, path, source="npformer", checkpoint="") -> None:
-        """Write an npformer weight file (float32)."""
+    def save_pretrained(self, path, source="npformer", checkpoint="", format="npformer", **options) -> None:
+        """Write an npformer weight file (float32); `format="transformers"` or `"timm"`: a directory
+        those libraries load to the same logits (`options`: see npformer/checkpoints/export.py)."""
         if self.fused:
             raise InputError("a fused model has no BatchNorm weights to save: save the model before .fuse()")
+        if format != "npformer" or options:
+            from ..checkpoints.export import export
+
+            export(path, format, self.config, self.weights, type(self).__name__, **options)
+            return
         meta = make_metadata(self.family, type(self).__name__, self.config.to_dict(), source, checkpoint)
         save_weights(path, {k: v.astype(np.float32) for k, v in self.weights.items()}, meta)

@@ -131,6 +131,16 @@ class ClassifierConfig:
             raise ConfigError(f"{path}: expected a JSON object, got {type(d).__name__}")
         return cls.from_dict(d, source=str(path))
 
+    @classmethod
+    def from_pretrained(cls, path, *, revision=None, cache_dir=None, local_files_only=False, token=None):
+        """transformers' `Config.from_pretrained`: a model directory, its config.json, or a Hugging
+        Face hub id (npformer/hub.py). The config of any checkpoint: `npformer.AutoConfig`."""
+        from ..hub import CONFIG_FILES, resolve
+
+        local = resolve(path, CONFIG_FILES, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only,
+                        token=token)
+        return cls.from_json_file(local / "config.json" if local.is_dir() else local)
+
     def to_dict(self) -> dict:
         """A transformers-compatible `config.json` dict."""
         d = asdict(self)
@@ -139,7 +149,8 @@ class ClassifierConfig:
             d["id2label"] = {str(k): v for k, v in d["id2label"].items()}
         else:
             del d["id2label"]
-        d = {k: v for k, v in d.items() if not (k == "hidden_size" and v is None)}
+        # npformer-only or optional fields stay out of config.json unless set
+        d = {k: v for k, v in d.items() if not (k in ("hidden_size", "attention_bias_resize") and v is None)}
         d.update(extra)
         d["model_type"] = self.model_type
         return d
@@ -177,3 +188,8 @@ class ClassifierConfig:
             raise ConfigError(f"problem_type={self.problem_type!r} is not one transformers understands")
         if not 0 < self.batch_norm_eps < float("inf"):
             raise ConfigError(f"batch_norm_eps={self.batch_norm_eps} must be > 0 and finite")
+        strategy = getattr(self, "attention_bias_resize", None)
+        if strategy not in (None, "pairwise"):  # "table" rebuilds the config at load; only "pairwise" runs in the forward
+            raise ConfigError(f"attention_bias_resize={strategy!r}: a config records None or 'pairwise' (the bias "
+                              "resized in each forward); 'table' is applied once at load and gives a config built "
+                              "for the new size")

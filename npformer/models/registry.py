@@ -4,10 +4,11 @@ A family is one folder, `models/<name>/`, of three modules:
 
     config.py   its config class (transformers' fields) and the published variants
     schema.py   its checkpoint contract: the tensors a model has and what its blocks are called
-                (`stages`, `weight_schema`, `batch_norm_folds`, `traced_names`, `attention_blocks`),
+                (`stages`, `weight_schema`, `batch_norm_folds`, `traced_names`, `attention_blocks`,
+                `attention_bias_grids` and `config_at_size`: what another input size changes),
                 and how foreign checkpoints name them (`KEY_MAPS`, `HEAD_KEYS`, `FINGERPRINTS`, `foreign_shape`,
-                `config_from_tensors`, `check_derived_buffer`, `transformers_heads`, `ARCHITECTURES`,
-                `SIGNATURE`)
+                `config_from_tensors`, `check_derived_buffer`, `derived_buffers`, `transformers_heads`,
+                `ARCHITECTURES`, `SIGNATURE`)
     model.py    the forward pass a learner reads top to bottom, and the model classes
 
 and one `Family` entry below. Loading, conversion, seeded weights, the CLI, parity and the
@@ -51,6 +52,7 @@ class Family:
     demo_weights: str  # the file in weights/ trained by weights/train_demo.py
     source_kinds: dict  # what a checkpoint of each source is called in messages
     timm_names: dict = field(default_factory=dict)  # variant -> timm model name
+    timm_tag: str = ""  # the pretrained tag of timm's weights: repo `timm/<name>.<tag>` on the hub
     hub_ids: dict = field(default_factory=dict)  # variant -> the published transformers checkpoint
     attention_generations: dict | None = None  # SwiftFormer: the two attention generations (spec §4.2)
 
@@ -80,7 +82,7 @@ FAMILIES = {
         seeded_variant="l1", demo_weights="efficientformer-digits.safetensors",
         source_kinds={"transformers": "transformers model directory", "original": "original snap-research checkpoint",
                       "timm": "timm checkpoint"},
-        timm_names={v: f"efficientformer_{v}" for v in ("l1", "l3", "l7")},
+        timm_names={v: f"efficientformer_{v}" for v in ("l1", "l3", "l7")}, timm_tag="snap_dist_in1k",
         hub_ids={v: f"snap-research/efficientformer-{v}-300" for v in ("l1", "l3", "l7")},
     ),
     "swiftformer": Family(
@@ -93,7 +95,7 @@ FAMILIES = {
         seeded_variant="xs", demo_weights="swiftformer-digits.safetensors",
         source_kinds={"transformers": "transformers model directory", "original": "original Amshaker/SwiftFormer checkpoint",
                       "timm": "timm checkpoint"},
-        timm_names={v: f"swiftformer_{v}" for v in ("xs", "s", "l1", "l3")},
+        timm_names={v: f"swiftformer_{v}" for v in ("xs", "s", "l1", "l3")}, timm_tag="dist_in1k",
         hub_ids={v: f"MBZUAI/swiftformer-{v}" for v in ("xs", "s", "l1", "l3")},
         attention_generations=swiftformer_config.ATTENTION_GENERATIONS,
     ),
@@ -106,7 +108,7 @@ FAMILIES = {
         own_recipe="timm", default_recipe=None,
         seeded_variant="s0", demo_weights="efficientformerv2-digits.safetensors",
         source_kinds={"original": "original snap-research checkpoint", "timm": "timm checkpoint"},
-        timm_names={v: f"efficientformerv2_{v}" for v in ("s0", "s1", "s2", "l")},
+        timm_names={v: f"efficientformerv2_{v}" for v in ("s0", "s1", "s2", "l")}, timm_tag="snap_dist_in1k",
     ),
 }
 

@@ -146,9 +146,14 @@ class _HFImageProcessor:
         return cls(**kwargs, strict=strict)
 
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike[str], *, strict: bool = True):
-        """Read `preprocessor_config.json` from a directory, or a JSON file given directly."""
-        path = os.fspath(path)
+    def from_pretrained(cls, path: str | os.PathLike[str], *, strict: bool = True, revision=None, cache_dir=None,
+                        local_files_only=False, token=None):
+        """Read `preprocessor_config.json` from a directory, a JSON file given directly, or a Hugging
+        Face hub id (`revision`, `cache_dir`, `local_files_only`, `token`: see npformer/hub.py)."""
+        from ..hub import PREPROCESSOR_CONFIG_FILES, resolve
+
+        path = os.fspath(resolve(path, PREPROCESSOR_CONFIG_FILES, revision=revision, cache_dir=cache_dir,
+                                 local_files_only=local_files_only, token=token))
         file = os.path.join(path, PREPROCESSOR_CONFIG_NAME) if os.path.isdir(path) else path
         try:
             with open(file, "r", encoding="utf-8") as handle:

@@ -11,12 +11,14 @@ defaults. Nothing here compares family names.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 from ..errors import ConfigError, WeightFileError
 from .constants import PREPROCESSOR_CONFIG_NAME
 from .processors import EfficientFormerImageProcessor, ViTImageProcessor
 from .recipes import RECIPES, recipe
+from .torchvision import TorchvisionEvalTransform
 
 PROCESSOR_CLASSES = {cls.__name__: cls for cls in (EfficientFormerImageProcessor, ViTImageProcessor)}
 
@@ -78,3 +80,31 @@ def make_processor(spec: str | None, weights: Path, family, metadata: dict):
     if spec in RECIPES:
         return recipe(spec), spec
     return processor_from_config(Path(spec), family)
+
+
+def processor_at_size(processor, size):
+    """(a copy of `processor` whose output is size = (H, W) pixels, a note saying how): a center crop
+    becomes H×W and the resize before it grows with it, keeping the crop's share of the image
+    (floor(resize · max(H, W) / crop); timm's recipe at a square size: timm's floor(H / 0.95)); a
+    squash squashes to H×W."""
+    H, W = size
+    if processor == TorchvisionEvalTransform.timm() and H == W:  # timm's own rule: floor(size / crop_pct 0.95)
+        processor = TorchvisionEvalTransform.timm(H)
+        return processor, f"timm's at {H}: shortest edge {processor.resize_short}, crop {H}×{W}"
+    if isinstance(processor, TorchvisionEvalTransform):
+        short = math.floor(processor.resize_short * max(H, W) / max(processor.crop))
+        return TorchvisionEvalTransform(short, (H, W), processor.resample, processor.mean, processor.std), \
+            f"shortest edge {short}, crop {H}×{W}"
+    config = processor.to_dict()
+    if config.get("do_center_crop"):
+        crop = config["crop_size"]
+        scale = max(H, W) / max(crop["height"], crop["width"])
+        resize = config["size"]
+        config["size"] = ({"shortest_edge": math.floor(resize["shortest_edge"] * scale)} if "shortest_edge" in resize
+                          else {"height": math.floor(resize["height"] * scale), "width": math.floor(resize["width"] * scale)})
+        config["crop_size"] = {"height": H, "width": W}
+        how = f"resize {config['size']}, crop {H}×{W}"
+    else:
+        config["size"] = {"height": H, "width": W}
+        how = f"squash to {H}×{W}"
+    return type(processor).from_dict(config), how

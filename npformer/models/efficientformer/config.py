@@ -61,6 +61,8 @@ class EfficientFormerConfig(ClassifierConfig):
     image_size: int = 224  # stored, unused (as in transformers)
     batch_norm_eps: float = 1e-5
     hidden_size: int | None = None  # WithTeacher sizes its heads with it; must equal hidden_sizes[-1]
+    # npformer's: how the forward fits the bias to another grid (None: the built grid only; see attention_bias.py)
+    attention_bias_resize: str | None = None
 
     # -- construction -------------------------------------------------------------------------
 

@@ -16,8 +16,11 @@ The network, top to bottom (shapes for L1 at 224×224; L3/L7 differ only in widt
     mean over tokens     [B, 448]
     head, head_dist      [B, 1000] each      Linear; the teacher model averages the two
 
-Weights are a flat {name: array} dict with timm's key names (see `weight_schema`); every block
-is a function of (x, its weights, the config) and reports its output to `trace` under its name.
+The attention bias is a table over the last stage's resolution × resolution grid (7×7 at 224),
+so inputs must give that grid (193–224 px at 224), unless the model was loaded for another size
+by a named strategy (models/attention_bias.py). Weights are a flat {name: array} dict with timm's
+key names (see `weight_schema`); every block is a function of (x, its weights, the config) and
+reports its output to `trace` under its name.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from ...losses import classification_loss
 from ...outputs import BaseModelOutput, EfficientFormerForImageClassificationWithTeacherOutput, ImageClassifierOutput
 from ...params import Params
 from ...trace import no_trace
+from ..attention_bias import resize_pairwise, strategies_hint
 from ..base import PreTrainedModel, as_pixel_values, check_finite_output, conv_bn
 from .schema import batch_norm_folds, stages, weight_schema
 
@@ -83,9 +87,17 @@ def flat(x, trace, name):  # [B, C, H, W] -> [B, N, C]
     return trace(name, x.reshape(B, C, H * W).transpose(0, 2, 1))
 
 
+def attention_bias(p: Params, cfg, name, num_tokens):  # -> [h, N, N]
+    """The learned table (a value per head and relative offset) spread over every (query, key) pair
+    of the built resolution × resolution grid; for another token count (only under the "pairwise"
+    strategy, see models/attention_bias.py) that matrix resized to N × N."""
+    bias = gather_attention_bias(p[f"{name}.attention_biases"], cfg.resolution)  # [h, R², R²]
+    return resize_pairwise(bias, num_tokens, num_tokens)  # [h, N, N]
+
+
 def attention(x, p: Params, cfg, trace, name):  # [B, N, C] -> ([B, N, C], [B, h, N, N])
     """Multi-head self-attention with a learned bias per head and relative offset (§2.3 of the spec)."""
-    bias = gather_attention_bias(p[f"{name}.attention_biases"], cfg.resolution)  # [h, N, N]
+    bias = attention_bias(p, cfg, name, x.shape[1])  # [h, N, N]
     out, probs = multi_head_attention(
         x, p[f"{name}.qkv.weight"], p[f"{name}.qkv.bias"], p[f"{name}.proj.weight"], p[f"{name}.proj.bias"],
         bias, num_heads=cfg.num_attention_heads, key_dim=cfg.key_dim,
@@ -141,12 +153,15 @@ def encoder(x, p: Params, cfg, trace):
 def check_pixel_values(pixel_values, cfg, dtype) -> np.ndarray:
     """[B, C, H, W] in the model's dtype whose sides fit the attention grid, or an InputError."""
     x = as_pixel_values(pixel_values, cfg.num_channels, dtype)
+    if cfg.attention_bias_resize == "pairwise":  # the bias follows the input's grid
+        return x
     lo, hi = cfg.input_side_range()
     H, W = x.shape[2:]
     if not (lo <= H <= hi and lo <= W <= hi):
         raise InputError(
-            f"EfficientFormer's attention bias is fixed to a {cfg.resolution}×{cfg.resolution} grid, so each "
-            f"input side must be {lo}–{hi} px; got {H}×{W}. Resize or crop the image (e.g. to 224×224)."
+            f"this EfficientFormer's attention bias is fixed to a {cfg.resolution}×{cfg.resolution} grid, so each "
+            f"input side must be {lo}–{hi} px; got {H}×{W}. Resize or crop the image (e.g. to {hi}×{hi}); "
+            + strategies_hint()
         )
     return x
 

@@ -16,11 +16,13 @@ The forward that uses these names is `model.py`.
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import re
 
 import numpy as np
 
-from ...errors import CheckpointMismatchError
+from ...errors import CheckpointMismatchError, ConfigError
 from ...fuse import AFTER
 from ...layers import attention_bias_index
 from ..schema import Stage, block_indices, bn_schema, classifier_names, conv_schema, linear_schema, stage_level_names
@@ -108,6 +110,25 @@ def traced_names(cfg: EfficientFormerConfig, architecture: str) -> dict[str, str
 def attention_blocks(cfg: EfficientFormerConfig) -> list[str]:
     """Names of the blocks that attend (the Meta3D blocks of the last stage)."""
     return [name for stage in stages(cfg) for kind, name in stage.blocks if kind == "meta3d"]
+
+
+def attention_bias_grids(cfg: EfficientFormerConfig, image_size=None) -> dict[str, tuple[int, int]]:
+    """{table name: (H, W) of the token grid it is laid over} for `image_size` inputs (default:
+    the grid the config is built for, resolution × resolution)."""
+    grid = (cfg.resolution,) * 2 if image_size is None else tuple(cfg.last_stage_side(s) for s in image_size)
+    return {f"{name}.token_mixer.attention_biases": grid for name in attention_blocks(cfg)}
+
+
+def config_at_size(cfg: EfficientFormerConfig, image_size) -> EfficientFormerConfig:
+    """The config of the same model built for `image_size` inputs: transformers' `resolution` is
+    the side of the last stage's square grid, so the two sides must give the same one."""
+    H, W = (cfg.last_stage_side(s) for s in image_size)
+    if H != W:
+        raise ConfigError(
+            f"a {image_size[0]}×{image_size[1]} input gives a {H}×{W} last stage; EfficientFormer's bias tables are "
+            "square (transformers' `resolution`), so the 'table' strategy needs a square grid: use "
+            "attention_bias_resize='pairwise' for this size, or a size whose sides give the same grid")
+    return dataclasses.replace(cfg, resolution=H)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -208,7 +229,21 @@ def config_from_tensors(state: dict, schema: str, out_channels, **_) -> Efficien
     meta3d = len({m.group(1) for k in state if (m := re.match(last, k))})
     num_labels = out_channels("head.weight") if "head.weight" in state else 1000
     return EfficientFormerConfig(hidden_sizes=widths, depths=depths, num_meta3d_blocks=meta3d, dim=widths[-1],
-                                 hidden_size=widths[-1], layer_norm_eps=1e-5, num_labels=num_labels)
+                                 hidden_size=widths[-1], layer_norm_eps=1e-5, num_labels=num_labels,
+                                 resolution=_table_side(state, schema))
+
+
+def _table_side(state: dict, schema: str) -> int:
+    """The side of the square grid the checkpoint's bias tables are laid over ([h, R²] → R; 7 at 224 px)."""
+    table = next((k for k in sorted(state) if k.endswith("attention_biases")), None)
+    if table is None:
+        return 7
+    offsets = state[table].shape[-1]
+    side = math.isqrt(offsets)
+    if side * side != offsets:
+        raise CheckpointMismatchError(f"{schema} checkpoint: {table} has {offsets} offsets, not a square grid's R² "
+                                      "(EfficientFormer's tables are square)")
+    return side
 
 
 def transformers_heads(state: dict, cfg: EfficientFormerConfig) -> int:
@@ -217,3 +252,12 @@ def transformers_heads(state: dict, cfg: EfficientFormerConfig) -> int:
     if cfg.hidden_size is None and num_heads == 2:
         cfg.hidden_size = cfg.width
     return num_heads
+
+
+def derived_buffers(cfg: EfficientFormerConfig, schema: str) -> dict[str, np.ndarray]:
+    """{canonical name: value} of the buffers transformers' and timm's state_dicts carry that npformer
+    derives itself: each attention block's `token_mixer.attention_bias_idxs`, the table
+    `check_derived_buffer` checks on reading. The exporters (checkpoints/export.py) write them, so
+    that the references load the files strictly."""
+    index = attention_bias_index(cfg.resolution)  # [N, N] int64
+    return {f"{name}.token_mixer.attention_bias_idxs": index for name in attention_blocks(cfg)}

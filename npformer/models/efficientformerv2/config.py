@@ -63,6 +63,8 @@ class EfficientFormerV2Config(ClassifierConfig):
     distillation: bool = True  # whether the model has the distillation head `head_dist`
     drop_path_rate: float = 0.0  # training only (timm: S2 0.02, L 0.1)
     layer_scale_init_value: float = 1e-5  # initialisation only
+    # npformer's: how the forward fits the biases to another grid (None: the built grid only; see attention_bias.py)
+    attention_bias_resize: str | None = None
 
     # -- construction -------------------------------------------------------------------------
 

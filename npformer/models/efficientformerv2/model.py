@@ -25,7 +25,8 @@ ratios and the number of attention blocks):
                  (v_local = depthwise 3×3 → BN of v), then GELU → 1×1 conv → BN
 
 The attention biases are tables over the grid the model is built for (`image_size`, 224 here), so
-each input side must give that grid (209–224 px at 224). Weights are a flat {name: array} dict
+each input side must give that grid (209–224 px at 224); a model loaded for another size resizes
+them by a named strategy (models/attention_bias.py). Weights are a flat {name: array} dict
 with timm's key names (see `weight_schema`); every block is a function of (x, its weights, the
 config) and reports its output to `trace` under timm's module name: a forward hook on that timm
 module sees the same tensor.
@@ -41,8 +42,9 @@ from ...losses import classification_loss
 from ...outputs import BaseModelOutput, EfficientFormerForImageClassificationWithTeacherOutput, ImageClassifierOutput
 from ...params import Params
 from ...trace import no_trace
+from ..attention_bias import resize_pairwise, strategies_hint
 from ..base import PreTrainedModel, as_pixel_values, bn, check_finite_output, conv_bn
-from .schema import batch_norm_folds, stages, weight_schema
+from .schema import attention_grid, batch_norm_folds, stages, weight_schema
 
 # ---------------------------------------------------------------------------------------------
 # blocks, in data-flow order
@@ -89,10 +91,14 @@ def merge_heads(x, H, W):  # [B, h, N, d] -> [B, h·d, H, W]
     return x.transpose(0, 1, 3, 2).reshape(B, h * d, H, W)
 
 
-def position_bias(p: Params, name, H, W, query_stride=1):  # -> [h, Nq, N]
+def position_bias(p: Params, name, grid, built, query_stride=1):  # -> [h, Nq, N]
     """The learned table (a value per head and distinct offset) spread over every (query, key)
-    pair of an H×W key grid; the queries sit on every `query_stride`-th row and column."""
-    return p[f"{name}.attention_biases"][:, attention_bias_index_grid(H, W, query_stride)]
+    pair of the `built` key grid, the queries on every `query_stride`-th row and column. On
+    another `grid` (only under the "pairwise" strategy, see models/attention_bias.py) that matrix
+    is resized to the grid's query and key counts."""
+    bias = p[f"{name}.attention_biases"][:, attention_bias_index_grid(*built, query_stride)]  # [h, Nq0, N0]
+    (H, W), s = grid, query_stride
+    return resize_pairwise(bias, -(-H // s) * -(-W // s), H * W)  # [h, Nq, N]
 
 
 def attention_4d(x, p: Params, cfg, trace, name, stride):  # [B, C, H, W] -> ([B, C, H, W], [B, h, N, N])
@@ -110,7 +116,8 @@ def attention_4d(x, p: Params, cfg, trace, name, stride):  # [B, C, H, W] -> ([B
     v = conv_norm(x, p, cfg, trace, f"{name}.v")  # [B, h·dv, H, W]
     v_local = conv_norm(v, p, cfg, trace, f"{name}.v_local", padding=1, groups=v.shape[1])  # [B, h·dv, H, W]
     heads = [(p[f"{name}.{t}.weight"], p[f"{name}.{t}.bias"]) for t in ("talking_head1", "talking_head2")]
-    out, probs = talking_heads_attention(q, k, split_heads(v, h), position_bias(p, name, H, W), *heads)
+    bias = position_bias(p, name, (H, W), attention_grid(cfg, 2 if stride else 3))  # [h, N, N]
+    out, probs = talking_heads_attention(q, k, split_heads(v, h), bias, *heads)
     trace(f"{name}.attn_probs", probs)
     out = merge_heads(out, H, W) + v_local  # [B, h·dv, H, W]
     if stride:
@@ -142,7 +149,7 @@ def attention_downsample(x, p: Params, cfg, trace, name):  # [B, C, H, W] -> [B,
     k = conv_norm(x, p, cfg, trace, f"{name}.k")  # [B, h·dk, H, W]
     v = conv_norm(x, p, cfg, trace, f"{name}.v")  # [B, h·dv, H, W]
     v_local = conv_norm(v, p, cfg, trace, f"{name}.v_local", stride=2, padding=1, groups=v.shape[1])  # [B, h·dv, H2, W2]
-    bias = position_bias(p, name, H, W, query_stride=2)  # [h, N2, N]
+    bias = position_bias(p, name, (H, W), cfg.grid(2), query_stride=2)  # [h, N2, N]
     out, probs = talking_heads_attention(split_heads(q, h), split_heads(k, h), split_heads(v, h), bias)
     trace(f"{name}.attn_probs", probs)
     out = trace(f"{name}.act", gelu(merge_heads(out, *q.shape[2:]) + v_local))  # [B, h·dv, H2, W2]
@@ -201,13 +208,20 @@ def check_pixel_values(pixel_values, cfg, dtype) -> np.ndarray:
     """[B, C, H, W] in the model's dtype whose sides give the grid the model is built for, or an InputError."""
     x = as_pixel_values(pixel_values, cfg.num_channels, dtype)
     H, W = x.shape[2:]
+    if cfg.attention_bias_resize == "pairwise":  # the biases follow the input's grid, which must still halve evenly
+        stage2 = cfg.grid(2, (H, W))
+        if any(side % 2 for side in stage2):
+            raise InputError(f"a {H}×{W} input gives a {stage2[0]}×{stage2[1]} stage-2 grid; EfficientFormerV2's stage-2 "
+                             "attention works at half that side and upsamples ×2, so each side of the stage-2 grid "
+                             "(⌈input side / 16⌉) must be even (e.g. 224 or 256 px, not 240)")
+        return x
     if cfg.grid(2, (H, W)) != cfg.grid(2):
         (h_lo, h_hi), (w_lo, w_hi) = cfg.input_sides()
         built = "×".join(map(str, cfg.image_hw))
         raise InputError(
             f"this EfficientFormerV2 is built for {built} inputs (image_size): its attention biases are fixed to a "
             f"{'×'.join(map(str, cfg.grid(2)))} stage-2 grid, which needs a height of {h_lo}–{h_hi} px and a width of "
-            f"{w_lo}–{w_hi} px; got {H}×{W}. Resize or crop the image (e.g. to {built})."
+            f"{w_lo}–{w_hi} px; got {H}×{W}. Resize or crop the image (e.g. to {built}); " + strategies_hint()
         )
     return x
 

@@ -23,6 +23,7 @@ not. The forward that uses these names is `model.py`.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -57,6 +58,28 @@ def attention_grid(cfg: EfficientFormerV2Config, stage: int) -> tuple[int, int]:
     """(H, W) of the token grid the attention blocks of `stage` attend on: stage 2's attend after a
     stride-2 convolution (7×7 inside the 14×14 stage at 224), stage 3's at the stage's own grid."""
     return tuple(halve(s) for s in cfg.grid(2)) if stage == 2 else cfg.grid(3)
+
+
+def attention_bias_grids(cfg: EfficientFormerV2Config, image_size=None) -> dict[str, tuple[int, int]]:
+    """{table name: (H, W) of the key grid it is laid over} for `image_size` inputs (default: the
+    built size): stage 2's blocks attend at half the stage-2 grid, stage 3's at its own, and the
+    downsampling attention's keys are the whole stage-2 grid (7×7, 7×7, 14×14 at 224)."""
+    stage2, stage3 = cfg.grid(2, image_size), cfg.grid(3, image_size)
+    grids = {}
+    for stage in stages(cfg):
+        if stage.index == 3:
+            grids["stages.3.downsample.attn.attention_biases"] = stage2
+        for kind, name in stage.blocks:
+            if kind == "attn_ffn":
+                grids[f"{name}.token_mixer.attention_biases"] = (tuple(halve(s) for s in stage2) if stage.index == 2
+                                                                 else stage3)
+    return grids
+
+
+def config_at_size(cfg: EfficientFormerV2Config, image_size) -> EfficientFormerV2Config:
+    """The config of the same model built for `image_size` inputs (timm's `img_size=`)."""
+    H, W = image_size
+    return dataclasses.replace(cfg, image_size=H if H == W else [H, W])
 
 
 def conv_norm_schema(name, out_ch, in_ch, k, groups=1):
@@ -203,11 +226,11 @@ def check_derived_buffer(key: str, value: np.ndarray, cfg: EfficientFormerV2Conf
     return True
 
 
-def config_from_tensors(state: dict, schema: str, out_channels, **_) -> EfficientFormerV2Config:
+def config_from_tensors(state: dict, schema: str, out_channels, image_size=None, **_) -> EfficientFormerV2Config:
     """The config of an original / timm checkpoint, from its tensor shapes (`out_channels(key)`:
     a weight's [OUT, ...] size, or a clear error). The built image size comes from the downsampling
     attention's bias table ([h, S²] for an S×S stage-2 grid → 16·S px); a non-square grid cannot be
-    read from a table's length, so such checkpoints need their config."""
+    read from a table's length, so for such a checkpoint `image_size` (H, W) must say it."""
     original = schema == "original"
     widths = [out_channels("patch_embed.3.weight" if original else "stem.conv2.conv.weight")]
     widths += [out_channels(f"network.{2 * s - 1}.proj.weight" if original else f"stages.{s}.downsample.conv.conv.weight")
@@ -229,13 +252,19 @@ def config_from_tensors(state: dict, schema: str, out_channels, **_) -> Efficien
     table = "network.5.attn.attention_biases" if original else "stages.3.downsample.attn.attention_biases"
     keys = state[table].shape[-1] if table in state else 196
     side = math.isqrt(keys)
-    if side * side != keys:
-        raise CheckpointMismatchError(f"{table} has {keys} entries, not a square stage-2 grid: npformer cannot tell "
-                                      "the image size it was built for; load it with its config")
     num_labels = out_channels("head.weight") if "head.weight" in state else 1000
-    return EfficientFormerV2Config(widths=widths, depths=depths, mlp_ratios=mlp_ratios, num_vit=vit[0],
-                                   image_size=16 * side, num_labels=num_labels,
-                                   distillation=HEAD_KEYS[schema][1] in state)
+    cfg = EfficientFormerV2Config(widths=widths, depths=depths, mlp_ratios=mlp_ratios, num_vit=vit[0],
+                                  image_size=16 * side if side * side == keys else 224, num_labels=num_labels,
+                                  distillation=HEAD_KEYS[schema][1] in state)
+    if side * side == keys:
+        return cfg
+    built = image_size and config_at_size(cfg, tuple(image_size))
+    if built and built.grid(2)[0] * built.grid(2)[1] == keys:
+        return built
+    given = f"image_size={tuple(image_size)} gives {'×'.join(map(str, built.grid(2)))}; " if built else ""
+    raise CheckpointMismatchError(f"{table} has {keys} offsets, not a square stage-2 grid's S²: the model was built "
+                                  f"for a non-square input, which a table's length does not tell; {given}load it with "
+                                  "the image_size=(H, W) it was built for (timm's img_size)")
 
 
 def _ratio(hidden: int, width: int) -> int | float:
@@ -244,3 +273,9 @@ def _ratio(hidden: int, width: int) -> int | float:
         return hidden // width
     r = hidden / width
     return r if int(width * r) == hidden else math.nextafter(r, math.inf)
+
+
+def derived_buffers(cfg: EfficientFormerV2Config, schema: str) -> dict:
+    """timm's EfficientFormerV2 keeps its bias indices as non-persistent buffers: its state_dict has
+    no derived buffers beyond BatchNorm's counters (the original's `attention_bias_idxs` are only read)."""
+    return {}

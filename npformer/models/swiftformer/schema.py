@@ -106,6 +106,16 @@ def attention_blocks(cfg: SwiftFormerConfig) -> list[str]:
     return [name for stage in stages(cfg) for kind, name in stage.blocks if kind == "encoder"]
 
 
+def attention_bias_grids(cfg: SwiftFormerConfig, image_size=None) -> dict:
+    """None: SwiftFormer's additive attention has no positional bias, so every input size runs as built."""
+    return {}
+
+
+def config_at_size(cfg: SwiftFormerConfig, image_size) -> SwiftFormerConfig:
+    """The config itself: nothing in a SwiftFormer depends on the input size."""
+    return cfg
+
+
 # ---------------------------------------------------------------------------------------------
 # foreign key schemas: canonical module -> (foreign module, renames below it)
 
@@ -173,7 +183,7 @@ def check_derived_buffer(key, value, cfg, source) -> bool:
     return False
 
 
-def config_from_tensors(state: dict, schema: str, out_channels, attention_generation=None) -> SwiftFormerConfig:
+def config_from_tensors(state: dict, schema: str, out_channels, attention_generation=None, **_) -> SwiftFormerConfig:
     """The config of an original / timm checkpoint, from its tensor shapes (`out_channels(key)`:
     a weight's [OUT, ...] size, or a clear error)."""
     original = schema == "original"
@@ -191,3 +201,8 @@ def transformers_heads(state: dict, cfg: SwiftFormerConfig) -> int:
     """Classifier heads of a transformers state dict: 2 for the classifier (its head norm is there
     even when num_labels is 0), 0 for a saved backbone."""
     return 2 if "norm.weight" in state else sum(h in state for h in HEAD_KEYS["transformers"])
+
+
+def derived_buffers(cfg: SwiftFormerConfig, schema: str) -> dict:
+    """SwiftFormer's state_dicts carry no derived buffers beyond BatchNorm's counters."""
+    return {}
