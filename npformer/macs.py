@@ -85,6 +85,11 @@ def counting():
         _ACTIVE.reset(token)
 
 
+def is_counting() -> bool:
+    """True inside a `counting()` block of this thread."""
+    return _ACTIVE.get() is not None
+
+
 def count_macs(n: int, op: str = "matmul") -> None:
     """Add `n` multiply-accumulates of kind `op` ("conv" or "matmul") to the active counter
     (nothing when none is active)."""

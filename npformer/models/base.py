@@ -5,6 +5,8 @@ saving, the pixel-value check, and the convolution + BatchNorm pair the families
 from __future__ import annotations
 
 import copy
+import dataclasses
+import inspect
 from types import MappingProxyType
 
 import numpy as np
@@ -14,7 +16,11 @@ from ..checkpoints.weights import check_tensors, make_metadata, save_weights
 from ..errors import InputError
 from ..fuse import fold_batch_norms, is_folded
 from ..layers import batch_norm, conv2d, linear
+from ..losses import classification_loss
+from ..macs import is_counting
+from ..parallel import blas_held_at_one, parallel_for
 from ..params import Params
+from ..trace import no_trace
 
 
 def as_pixel_values(pixel_values, num_channels: int, dtype) -> np.ndarray:  # [B, C, H, W] -> [B, C, H, W]
@@ -103,9 +109,39 @@ def check_finite_output(x: np.ndarray, name: str, pixel_values: np.ndarray) -> n
     return x
 
 
+class Recorder:
+    """A trace that keeps every (name, array) it is called with, in order (copies)."""
+
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, name, x):
+        self.calls.append((name, np.array(x, copy=True)))
+        return x
+
+
+def concatenate(values):  # [a [1, ...], b [1, ...], ...] -> [B, ...]; tuples field by field; None stays None
+    """The per-image values of one output field joined along the batch axis."""
+    if values[0] is None:
+        return None
+    if isinstance(values[0], tuple):
+        return tuple(concatenate(list(column)) for column in zip(*values))
+    return np.concatenate(values, axis=0)
+
+
+def batch_size(pixel_values) -> int:
+    """B of a [B, C, H, W] input; 0 when it is not one (the forward then says why)."""
+    try:
+        shape = np.shape(pixel_values)
+    except ValueError:  # ragged nested lists
+        return 0
+    return shape[0] if len(shape) == 4 else 0
+
+
 class PreTrainedModel:
     """Config + weights. Subclasses set `family`, `num_heads` (classifier heads they use) and
-    `weight_schema` (config, num_heads) -> {name: shape}."""
+    `weight_schema` (config, num_heads) -> {name: shape}, and write the forward as `_forward`
+    (pixel_values, ..., trace=None); calling the model runs it as `__call__` says."""
 
     family = ""
     num_heads = 0
@@ -128,6 +164,44 @@ class PreTrainedModel:
             weights = seeded_weights(config, num_heads=self.num_heads)
         check_tensors(weights, self.weight_schema(config, self.num_heads), source=type(self).__name__)
         self._set_weights({k: np.array(v, dtype=self.dtype, copy=True) for k, v in weights.items()})
+
+    def __call__(self, pixel_values, *args, **kwargs):
+        """The forward, with BLAS held at one thread (npformer/parallel.py). A batch of B >= 2 runs
+        as B forwards of one image each, on the workers, joined along the batch axis: an image's
+        outputs are bit-identical alone or at any place in any batch, with any worker count.
+        A loss is computed once, on the joined logits; a `trace` sees each recorded name once,
+        after the images have run, with the joined array, in forward order."""
+        with blas_held_at_one():
+            if batch_size(pixel_values) < 2:
+                return self._forward(pixel_values, *args, **kwargs)
+            return self._forward_per_image(pixel_values, inspect.signature(self._forward).bind(pixel_values, *args, **kwargs))
+
+    def _forward_per_image(self, pixel_values, call):
+        x = as_pixel_values(pixel_values, self.config.num_channels, self.dtype)  # errors name the batch index
+        options = dict(call.arguments)
+        del options["pixel_values"]
+        labels = options.pop("labels", None)
+        trace = options.pop("trace", None)
+        traced = trace is not None and trace is not no_trace
+        B = x.shape[0]
+        outputs, recorders = [None] * B, [Recorder() for _ in range(B)] if traced else None
+
+        def one_image(b):
+            extra = {"trace": recorders[b]} if traced else {}
+            outputs[b] = self._forward(x[b : b + 1], **options, **extra)
+
+        if is_counting():  # a MAC count belongs to the calling thread (npformer.macs): run the images here
+            for b in range(B):
+                one_image(b)
+        else:
+            parallel_for(B, one_image)
+        fields = {f.name: concatenate([getattr(o, f.name) for o in outputs]) for f in dataclasses.fields(outputs[0])}
+        if labels is not None:
+            fields["loss"] = classification_loss(fields["logits"], labels, self.config)
+        if traced:
+            for k, (name, _) in enumerate(recorders[0].calls):
+                trace(name, np.concatenate([r.calls[k][1] for r in recorders], axis=0))
+        return type(outputs[0])(**fields)
 
     def _head(self, pooled, name: str, trace):  # [B, C] -> [B, num_labels]
         """The linear classifier head `name` on pooled features (recorded under its name); the pooled

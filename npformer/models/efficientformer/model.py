@@ -190,7 +190,7 @@ class EfficientFormerPreTrainedModel(PreTrainedModel):
 class EfficientFormerModel(EfficientFormerPreTrainedModel):
     """The backbone: `last_hidden_state` [B, N, C] (after the final LayerNorm), `hidden_states`, `attentions`."""
 
-    def __call__(self, pixel_values, output_hidden_states=False, output_attentions=False, trace=None):
+    def _forward(self, pixel_values, output_hidden_states=False, output_attentions=False, trace=None):
         return self._features(pixel_values, output_hidden_states, output_attentions, no_trace if trace is None else trace)
 
 
@@ -199,7 +199,7 @@ class EfficientFormerForImageClassification(EfficientFormerPreTrainedModel):
 
     num_heads = 1
 
-    def __call__(self, pixel_values, labels=None, output_hidden_states=False, output_attentions=False, trace=None):
+    def _forward(self, pixel_values, labels=None, output_hidden_states=False, output_attentions=False, trace=None):
         trace = no_trace if trace is None else trace
         out = self._features(pixel_values, output_hidden_states, output_attentions, trace)
         pooled = trace("pooled", out.last_hidden_state.mean(axis=-2))  # [B, C]
@@ -213,7 +213,7 @@ class EfficientFormerForImageClassificationWithTeacher(EfficientFormerPreTrained
 
     num_heads = 2
 
-    def __call__(self, pixel_values, output_hidden_states=False, output_attentions=False, trace=None):
+    def _forward(self, pixel_values, output_hidden_states=False, output_attentions=False, trace=None):
         trace = no_trace if trace is None else trace
         out = self._features(pixel_values, output_hidden_states, output_attentions, trace)
         pooled = trace("pooled", out.last_hidden_state.mean(axis=-2))  # [B, C]

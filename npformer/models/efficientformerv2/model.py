@@ -250,7 +250,7 @@ class EfficientFormerV2Model(EfficientFormerV2PreTrainedModel):
     """The backbone: `last_hidden_state` [B, C, H, W] (after the final BatchNorm), `hidden_states`
     (the four stages' outputs, as timm's forward_intermediates), `attentions` (each AttnFFN block's)."""
 
-    def __call__(self, pixel_values, output_hidden_states=False, output_attentions=False, trace=None):
+    def _forward(self, pixel_values, output_hidden_states=False, output_attentions=False, trace=None):
         return self._features(pixel_values, output_hidden_states, output_attentions, no_trace if trace is None else trace)
 
 
@@ -259,7 +259,7 @@ class EfficientFormerV2ForImageClassification(EfficientFormerV2PreTrainedModel):
 
     num_heads = 1
 
-    def __call__(self, pixel_values, labels=None, output_hidden_states=False, output_attentions=False, trace=None):
+    def _forward(self, pixel_values, labels=None, output_hidden_states=False, output_attentions=False, trace=None):
         trace = no_trace if trace is None else trace
         out = self._features(pixel_values, output_hidden_states, output_attentions, trace)
         pooled = trace("pooled", out.last_hidden_state.mean(axis=(2, 3)))  # [B, C]
@@ -279,7 +279,7 @@ class EfficientFormerV2ForImageClassificationWithTeacher(EfficientFormerV2PreTra
                               "use EfficientFormerV2ForImageClassification")
         super().__init__(config, weights, dtype)
 
-    def __call__(self, pixel_values, output_hidden_states=False, output_attentions=False, trace=None):
+    def _forward(self, pixel_values, output_hidden_states=False, output_attentions=False, trace=None):
         trace = no_trace if trace is None else trace
         out = self._features(pixel_values, output_hidden_states, output_attentions, trace)
         pooled = trace("pooled", out.last_hidden_state.mean(axis=(2, 3)))  # [B, C]

@@ -151,7 +151,7 @@ class SwiftFormerPreTrainedModel(PreTrainedModel):
 class SwiftFormerModel(SwiftFormerPreTrainedModel):
     """The backbone: `last_hidden_state` [B, C, H/32, W/32] (stage 3, no norm) and 8 `hidden_states`."""
 
-    def __call__(self, pixel_values, output_hidden_states=False, trace=None):
+    def _forward(self, pixel_values, output_hidden_states=False, trace=None):
         trace = no_trace if trace is None else trace
         x = as_pixel_values(pixel_values, self.config.num_channels, self.dtype)
         with np.errstate(over="ignore", invalid="ignore"):  # an overflow is reported below, once, by name
@@ -165,7 +165,7 @@ class SwiftFormerForImageClassification(SwiftFormerPreTrainedModel):
 
     num_heads = 2
 
-    def __call__(self, pixel_values, labels=None, output_hidden_states=False, trace=None):
+    def _forward(self, pixel_values, labels=None, output_hidden_states=False, trace=None):
         trace = no_trace if trace is None else trace
         x = as_pixel_values(pixel_values, self.config.num_channels, self.dtype)
         with np.errstate(over="ignore", invalid="ignore"):  # an overflow is reported below, once, by name
