@@ -8,11 +8,12 @@ Every model holds the same seeded weights (npformer.checkpoints.seeded) and sees
 variant and batch size the implementations run *interleaved*, one forward each per round, so a
 noisy machine slows them all alike; the table gives the median per image over the rounds and
 the ratios npformer / PyTorch and npformer / onnxruntime from that one run. Each timed forward
-starts after a 0.2 s pause (`SETTLE`), so no library's idle-spinning threads slow the next one.
+starts after a 0.25 s pause (`SETTLE`), so no library's idle-spinning threads slow the next one.
 
-    npformer        the fused fast path (`model.fuse()`), float32
+    npformer        the fused fast path (`model.fuse()`), float32, on every core this process may use
+    npformer 1 worker  the same on one worker (npformer.parallel.set_num_threads(1)): the scaling
     transformers    transformers 4.40.2 on torch (EfficientFormer; SwiftFormer with attention v1)
-    timm            timm on torch (SwiftFormer, attention v2)
+    timm            timm on torch (SwiftFormer with attention v2; EfficientFormerV2)
     onnxruntime     the PyTorch model exported to ONNX (opset 17), CPUExecutionProvider
 
 Cold start: a new process that loads the L1 / XS weights, reads and preprocesses an image,
@@ -36,21 +37,29 @@ import numpy as np
 import npformer
 from npformer.models.registry import ARCHITECTURE_FOR_HEADS
 from npformer.tools.parity import reference_config, seeded_pixels
+from npformer import parallel
 from npformer.checkpoints.seeded import seeded_weights
 
 REPO = Path(__file__).resolve().parents[1]
 IMAGE = REPO / "tests" / "fixtures" / "images" / "chelsea_451x300.jpg"
 VARIANTS = ["efficientformer-l1", "efficientformer-l3", "efficientformer-l7",
-            "swiftformer-xs", "swiftformer-s", "swiftformer-l1", "swiftformer-l3"]
+            "swiftformer-xs", "swiftformer-s", "swiftformer-l1", "swiftformer-l3",
+            "efficientformerv2-s0", "efficientformerv2-s1", "efficientformerv2-s2", "efficientformerv2-l"]
 
 
 # ---------------------------------------------------------------------------------------------
 # the contenders: each a function pixels [B, 3, 224, 224] -> logits [B, 1000]
 
 
-def npformer_runner(cfg, weights):
+def npformer_runner(cfg, weights, threads):
+    """The fused model on `threads` workers (npformer.parallel; the outputs are the same bits for any count)."""
     model = npformer.architectures()[ARCHITECTURE_FOR_HEADS[cfg.model_type][2]](cfg, weights).fuse()
-    return lambda x: model(x).logits
+
+    def run(x):
+        parallel.set_num_threads(threads)
+        return model(x).logits
+
+    return run
 
 
 def torch_runner(module):
@@ -90,17 +99,17 @@ def contenders(name: str, tmp: Path, with_onnx: bool) -> dict:
     from npformer.tools.oracle import hf_model, timm_model
 
     family, variant = name.split("-")
-    runs = {}
+    cfg = reference_config(family, variant, "transformers" if family == "efficientformer" else "timm")
+    weights = seeded_weights(cfg, num_heads=2)
+    runs = {"npformer": npformer_runner(cfg, weights, parallel.available_cores()),
+            "npformer 1 worker": npformer_runner(cfg, weights, 1)}
     if family == "efficientformer":
-        cfg = reference_config(family, variant, "transformers")
-        weights = seeded_weights(cfg, num_heads=2)
-        runs["npformer"] = npformer_runner(cfg, weights)
         torch_model = hf_model(cfg, weights, 2)
         runs["transformers"] = torch_runner(torch_model)
-    else:
-        cfg = reference_config(family, variant, "timm")  # attention v2
-        weights = seeded_weights(cfg, num_heads=2)
-        runs["npformer"] = npformer_runner(cfg, weights)
+    elif family == "efficientformerv2":  # timm only: transformers has no EfficientFormerV2
+        torch_model, _ = timm_model(cfg, weights)
+        runs["timm"] = torch_runner(torch_model)
+    else:  # SwiftFormer: timm runs attention v2 on npformer's weights, transformers v1 on its own
         torch_model, _ = timm_model(cfg, weights)
         runs["timm"] = torch_runner(torch_model)
         cfg_v1 = reference_config(family, variant, "transformers")
@@ -118,7 +127,7 @@ def contenders(name: str, tmp: Path, with_onnx: bool) -> dict:
 # for ~0.1 s after a matrix product and OpenMP (torch's) for a moment after a parallel region;
 # without a pause those spinning threads take a core from whichever library runs next (measured:
 # both npformer and torch ran ~2x slower back to back than alone)
-SETTLE = 0.2
+SETTLE = 0.25
 
 
 def interleaved(runs: dict, batch: int, reps: int) -> dict:
@@ -126,6 +135,7 @@ def interleaved(runs: dict, batch: int, reps: int) -> dict:
     x = seeded_pixels(batch)
     outputs = {label: run(x) for label, run in runs.items()}  # warm-up, and a check they agree
     ref = outputs["npformer"]
+    assert np.array_equal(outputs["npformer 1 worker"], ref), "npformer's logits depend on its worker count"
     for label, out in outputs.items():
         # SwiftFormer's transformers contender runs attention v1 on its own weights: not npformer's (v2) logits
         if label != "transformers" or "timm" not in runs:
@@ -233,8 +243,9 @@ def main(argv=None) -> int:
 
     import torch
 
-    print(f"# {machine()}; torch threads {torch.get_num_threads()}\n")
-    header = ("| model | batch | npformer ms/img | torch eager ms/img | npformer / torch "
+    print(f"# {machine()}; torch threads {torch.get_num_threads()}, npformer workers {parallel.available_cores()}; "
+          f"{args.reps} rounds, medians\n")
+    header = ("| model | batch | npformer ms/img (1 worker) | torch eager ms/img | npformer / torch "
               "| onnxruntime ms/img | npformer / onnxruntime |")
     print(header)
     print("|" + "---|" * (header.count("|") - 1))
@@ -248,7 +259,7 @@ def main(argv=None) -> int:
                 fastest = min(torch_labels, key=t.get)
                 eager = " / ".join(f"{t[k]:.1f} ({k})" for k in torch_labels)
                 ort = t.get("onnxruntime")
-                print(f"| {name} | {batch} | {t['npformer']:.1f} | {eager} | {ratio(t['npformer'], t[fastest])} | "
+                print(f"| {name} | {batch} | {t['npformer']:.1f} ({t['npformer 1 worker']:.1f}) | {eager} | {ratio(t['npformer'], t[fastest])} | "
                       f"{'–' if ort is None else f'{ort:.1f}'} | {ratio(t['npformer'], ort) if ort else '–'} |", flush=True)
             del runs
         if not args.no_cold:

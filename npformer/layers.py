@@ -35,9 +35,8 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, groups=1):  # [B, IC, H, W
     """2-D convolution (cross-correlation, as PyTorch's Conv2d) with zero padding.
 
     Three cases, one idea each:
-      * 1×1, stride 1: a single matrix product over channels (BLAS), in blocks of output channels.
-      * depthwise (groups == IC == OC): a sum of KH·KW shifted copies, each scaled per channel,
-        in blocks of channels.
+      * 1×1, stride 1: a single matrix product over channels (BLAS).
+      * depthwise (groups == IC == OC): a sum of KH·KW shifted copies, each scaled per channel.
       * everything else: gather the KH·KW shifted copies ("im2col" by kernel offset), then one
         matrix product per group.
     """
@@ -46,12 +45,14 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, groups=1):  # [B, IC, H, W
     if IC != ICg * groups:
         raise ValueError(f"conv2d: input has {IC} channels, weight expects {ICg}×{groups} groups")
     OH, OW = conv_output_size(H, W, KH, KW, stride, padding)
+    count_macs(B * OC * OH * OW * ICg * KH * KW, "conv")  # every path, once: each output sums ICg·KH·KW products
     if KH == KW == 1 and stride == 1 and padding == 0 and groups == 1:
-        return _pointwise_conv2d(x, weight, bias)  # counts its own products
-    count_macs(B * OC * OH * OW * ICg * KH * KW, "conv")  # every other path, once: each output sums ICg·KH·KW products
-    if groups == IC == OC and ICg == 1:
-        return _depthwise_conv2d(x, weight, stride, padding, bias=bias)
-    out = _grouped_conv2d(x, weight, stride, padding, groups)
+        out = np.matmul(weight.reshape(OC, IC), x.reshape(B, IC, H * W))  # [B, OC, N]
+        out = out.reshape(B, OC, H, W)
+    elif groups == IC == OC and ICg == 1:
+        out = _depthwise_conv2d(x, weight, stride, padding)
+    else:
+        out = _grouped_conv2d(x, weight, stride, padding, groups)
     if bias is not None:
         out += bias.reshape(1, OC, 1, 1)
     return out
@@ -82,42 +83,13 @@ def im2col(x, KH, KW, stride=1, padding=0):  # [B, IC, H, W] -> [B, IC·KH·KW, 
     return cols.reshape(B, IC * KH * KW, OH * OW)
 
 
-def _pointwise_conv2d(x, weight, bias):  # [B, IC, H, W] -> [B, OC, H, W]
-    """W [OC, IC] · x [B, IC, N]: one product per block of output channels, on the workers
-    (`parallel.for_each_piece`, blocks fixed by the shape); each block adds its bias while in cache."""
-    B, IC, H, W = x.shape
-    OC = weight.shape[0]
-    count_macs(B * OC * H * W * IC, "conv")
-    w, cols = weight.reshape(OC, IC), x.reshape(B, IC, H * W)
-    out = np.empty((B, OC, H * W), dtype=x.dtype)
-
-    def block(rows):
-        np.matmul(w[rows], cols, out=out[:, rows])  # [B, rows, N]
-        if bias is not None:
-            out[:, rows] += bias[rows, None]
-
-    for_each_piece(OC, B * IC * H * W, block)
-    return out.reshape(B, OC, H, W)
-
-
-def _depthwise_conv2d(x, weight, stride, padding, bias=None):  # [B, C, H, W] -> [B, C, OH, OW]
-    """Σ over the KH·KW kernel offsets of the shifted input times that tap, per block of channels."""
-    B, C, H, W = x.shape
-    _, _, KH, KW = weight.shape
-    OH, OW = conv_output_size(H, W, KH, KW, stride, padding)
-    taps = weight.reshape(1, C, KH * KW, 1, 1)
+def _depthwise_conv2d(x, weight, stride, padding):  # [B, C, H, W] -> [B, C, OH, OW]
+    C, _, KH, KW = weight.shape
+    taps = weight.reshape(C, KH * KW)
     windows = shifted_windows(x, KH, KW, stride, padding)
-    out = np.empty((B, C, OH, OW), dtype=x.dtype)
-
-    def block(ch):
-        acc = out[:, ch]
-        np.multiply(windows[0][:, ch], taps[:, ch, 0], out=acc)
-        for t in range(1, KH * KW):
-            acc += windows[t][:, ch] * taps[:, ch, t]
-        if bias is not None:
-            acc += bias[ch].reshape(1, -1, 1, 1)
-
-    for_each_piece(C, B * OH * OW * KH * KW, block, align=1)
+    out = windows[0] * taps[:, 0].reshape(1, C, 1, 1)
+    for t in range(1, KH * KW):
+        out += windows[t] * taps[:, t].reshape(1, C, 1, 1)
     return out
 
 
@@ -180,13 +152,15 @@ def layer_norm(x, weight, bias, eps):  # [..., C] -> [..., C]
 
 
 def linear(x, weight, bias=None):  # [..., IN] -> [..., OUT]
-    """y = x·Wᵀ + b with W in PyTorch's [OUT, IN] layout."""
+    """y = x·Wᵀ + b with W in PyTorch's [OUT, IN] layout, in fixed blocks of rows (tokens) on
+    npformer's workers (`parallel.for_each_piece`: the blocks depend on the shape alone). The one
+    batch-1 split that paid when measured (README, Speed)."""
     count_macs(math.prod(x.shape[:-1]) * weight.size, "matmul")  # prod(leading dims)·OUT·IN
     OUT, IN = weight.shape
     rows = x.reshape(-1, IN)  # [M, IN], M = prod(leading dims); a view for one image's tokens
     y = np.empty((rows.shape[0], OUT), dtype=x.dtype)
 
-    def block(r):  # a block of rows (tokens) on one worker, its bias added while in cache
+    def block(r):  # one block of rows on one worker, its bias added while in cache
         np.matmul(rows[r], weight.T, out=y[r])
         if bias is not None:
             y[r] += bias
@@ -230,21 +204,15 @@ def avg_pool2d(x, kernel_size=3):  # [B, C, H, W] -> [B, C, H, W]
     that is 4 pixels, on an edge 6, inside 9. The k×k window sum is separable: sum k shifted
     copies along W, then k along H (2(k−1) additions instead of k²−1), of the zero-padded input;
     it is then divided by the per-position count of valid pixels, itself a product of 1-D counts.
-    Blocks of channels run on the workers.
     """
     B, C, H, W = x.shape
     k, pad = kernel_size, kernel_size // 2
-    count = valid_count(H, k, x.dtype)[:, None] * valid_count(W, k, x.dtype)[None, :]  # 4, 6 or 9 for k = 3
-    out = np.empty_like(x)
-
-    def block(ch):  # a block of channels on one worker
-        xp = np.zeros((B, ch.stop - ch.start, H + 2 * pad, W + 2 * pad), dtype=x.dtype)
-        xp[:, :, pad : pad + H, pad : pad + W] = x[:, ch]
-        rows = _window_sum(xp, k, axis=3)  # [B, c, H + 2p, W]
-        np.divide(_window_sum(rows, k, axis=2), count, out=out[:, ch])  # [B, c, H, W]
-
-    for_each_piece(C, B * H * W * 2 * k, block, align=1)
-    return out
+    xp = np.zeros((B, C, H + 2 * pad, W + 2 * pad), dtype=x.dtype)
+    xp[:, :, pad : pad + H, pad : pad + W] = x
+    rows = _window_sum(xp, k, axis=3)  # [B, C, H + 2p, W]
+    total = _window_sum(rows, k, axis=2)  # [B, C, H, W]
+    total /= valid_count(H, k, x.dtype)[:, None] * valid_count(W, k, x.dtype)[None, :]  # 4, 6 or 9 for k = 3
+    return total
 
 
 def _window_sum(x, k, axis):  # [..., L + k − 1 along axis] -> [..., L]

@@ -13,8 +13,10 @@ Three rules make every output bit-identical whatever the worker count (tests/tes
   moved batch-1 logits by ~1e-6), and OpenBLAS's workers spin ~0.1 s after each product, taking
   the core a Python worker needs (numerics.md §12.6).
 * **Fixed partitions.** Work is split into pieces chosen from the shapes alone (an image of a
-  batch; a block of output channels or tokens; see `layers`), never from the worker count. Each
-  piece is computed by the same code on one thread and written to its own slice of the output.
+  batch, models/base.py; a block of a linear's rows, `layers.linear`), never from the worker
+  count. Each piece is computed by the same code on one thread and written to its own slice.
+  (Splitting 1×1 and depthwise convolutions, pooling and GELU the same way was measured and did
+  not pay on two cores: README, Speed.)
 * **One level of parallelism.** `parallel_for` hands its pieces to the workers; called again from
   inside a piece (a batch-1 op inside one image of a batch), it runs its pieces in order on the
   current thread: the same pieces, so the same bits, and no task ever waits on the pool.
@@ -52,6 +54,7 @@ def _threads_from_env() -> int:
 _lock = threading.Lock()
 _threads: int | None = None  # None: not decided yet (read NPFORMER_NUM_THREADS on first use)
 _pool: ThreadPoolExecutor | None = None
+_pool_size = 0
 _local = threading.local()  # .inside: this thread is running a piece of a parallel_for
 
 
@@ -70,17 +73,20 @@ def set_num_threads(n: int) -> None:
         raise InputError(f"set_num_threads: expected a positive int, got {n!r}")
     with _lock:
         _threads = n
-        old, _pool = _pool, None
+        old = None
+        if _pool is not None and _pool_size < n - 1:  # a smaller pool is replaced; a larger one serves as it is
+            old, _pool = _pool, None
     if old is not None:
         old.shutdown(wait=False)
 
 
 def _helpers() -> ThreadPoolExecutor:
     """The shared pool of num_threads() − 1 helper threads (the caller is the last worker), made on first use."""
-    global _pool
+    global _pool, _pool_size
     with _lock:
         if _pool is None:
-            _pool = ThreadPoolExecutor(max_workers=max(num_threads() - 1, 1), thread_name_prefix="npformer")
+            _pool_size = max(num_threads() - 1, 1)
+            _pool = ThreadPoolExecutor(max_workers=_pool_size, thread_name_prefix="npformer")
         return _pool
 
 
