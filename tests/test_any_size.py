@@ -173,6 +173,32 @@ def test_bias_strategy_matches_reference(case, dtype, checkpoints):
     close(fused(pixels).logits, ref[f"{np.dtype(dtype).name}/logits"], dtype)
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+@pytest.mark.parametrize("case", list(golden.NATIVE_CASES))
+def test_model_built_for_its_grid_matches_transformers(case, dtype, tmp_path):
+    """transformers' `resolution` builds EfficientFormer for another grid (10: 320 px), and a 224
+    model takes a non-square input whose sides both give its grid; no strategy is involved."""
+    cfg = golden.native_config(case)
+    path = tmp_path / "native.safetensors"
+    npformer.EfficientFormerForImageClassificationWithTeacher(cfg, seeded_weights(cfg, num_heads=2, seed=0)).save_pretrained(path)
+    model = npformer.from_pretrained(path, dtype=dtype)
+    assert model.config.resolution == golden.NATIVE_CASES[case][0]
+    pixels = golden.case_pixels(golden.NATIVE_CASES[case][1])
+    close(model(pixels).logits, read_golden(case)[f"{np.dtype(dtype).name}/logits"], dtype)
+
+
+@pytest.mark.parametrize("case", list(golden.NATIVE_CASES))
+def test_live_model_built_for_its_grid(case, tmp_path):
+    _oracle()
+    cfg = golden.native_config(case)
+    pixels = golden.case_pixels(golden.NATIVE_CASES[case][1])
+    for dtype in DTYPES:
+        model = npformer.EfficientFormerForImageClassificationWithTeacher(cfg, seeded_weights(cfg, num_heads=2, seed=0),
+                                                                          dtype=dtype)
+        reference = golden.native_reference(case, dtype)
+        close(model(pixels).logits, golden.run_reference(reference, pixels, "transformers"), dtype)
+
+
 @pytest.mark.parametrize("case", [c for c, spec in golden.BIAS_CASES.items() if spec[4] == "table"])
 def test_table_resize_matches_torch(case, checkpoints):
     """The float32 tables equal timm's resize_rel_pos_bias_table_levit (square) or torch's bicubic
