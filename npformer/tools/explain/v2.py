@@ -16,7 +16,7 @@ import numpy as np
 from ... import layers
 from ...errors import InputError
 from ...models.efficientformerv2 import model as v2
-from ...models.efficientformerv2.schema import stages
+from ...models.efficientformerv2.schema import attention_grid, stages
 from ...trace import Trace, no_trace
 
 
@@ -80,7 +80,8 @@ def attention4d_steps(x, model, name: str) -> dict:  # [B, C, H, W] -> {step: ar
     v = v2.conv_norm(s["strided"], p, cfg, no_trace, f"{name}.v")  # [B, h·dv, r, r]
     s["v"] = v2.split_heads(v, h)  # [B, h, N, dv]
     s["v_local"] = v2.conv_norm(v, p, cfg, no_trace, f"{name}.v_local", padding=1, groups=v.shape[1])
-    s["bias"] = v2.position_bias(p, name, r_h, r_w)  # [h, N, N]
+    built = attention_grid(cfg, 2 if stride else 3)  # the grid the table is laid over
+    s["bias"] = v2.position_bias(p, name, (r_h, r_w), built)  # [h, N, N]
     dk = s["q"].shape[-1]
     s["logits"] = np.matmul(s["q"], s["k"].transpose(0, 1, 3, 2)) * dk**-0.5 + s["bias"]  # [B, h, N, N]
     s["mixed_logits"] = layers.talking_heads(s["logits"], p[f"{name}.talking_head1.weight"], p[f"{name}.talking_head1.bias"])
@@ -166,7 +167,7 @@ def local_global_query_steps(x, model, name: str = "stages.3.downsample.attn") -
     s["v"] = v2.split_heads(v, h)  # [B, h, N, dv]
     s["v_local"] = v2.conv_norm(v, p, cfg, no_trace, f"{name}.v_local", stride=2, padding=1, groups=v.shape[1])
     s["bias_index"] = layers.attention_bias_index_grid(H, W, query_stride=2)  # [N2, N]
-    s["bias"] = v2.position_bias(p, name, H, W, query_stride=2)  # [h, N2, N]
+    s["bias"] = v2.position_bias(p, name, (H, W), cfg.grid(2), query_stride=2)  # [h, N2, N]
     dk = s["q"].shape[-1]
     s["logits"] = np.matmul(s["q"], s["k"].transpose(0, 1, 3, 2)) * dk**-0.5 + s["bias"]  # [B, h, N2, N]
     s["probs"] = layers.softmax(s["logits"], axis=-1)
