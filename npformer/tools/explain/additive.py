@@ -8,6 +8,7 @@ import numpy as np
 
 from ... import layers
 from ...errors import InputError
+from ...parallel import blas_held_at_one
 
 
 def additive_attention_steps(x, weights: dict, name: str, generation: str) -> dict:  # [B, N, C] -> {step: array}
@@ -26,23 +27,28 @@ def additive_attention_steps(x, weights: dict, name: str, generation: str) -> di
     if generation not in ("v1", "v2"):
         raise InputError(f"generation must be 'v1' or 'v2', got {generation!r}")
 
+    if x.shape[0] > 1:  # as a forward runs a batch (npformer.parallel): one image at a time, so the same bits
+        per_image = [additive_attention_steps(x[i:i + 1], weights, name, generation) for i in range(x.shape[0])]
+        return {step: np.concatenate([steps[step] for steps in per_image]) for step in per_image[0]}
+
     def w(key):
         return weights[f"{name}.{key}"]
 
-    C = x.shape[-1]
-    s = {}
-    s["q"] = layers.linear(x, w("to_query.weight"), w("to_query.bias"))  # [B, N, C]
-    s["k"] = layers.linear(x, w("to_key.weight"), w("to_key.bias"))  # [B, N, C]
-    s["q_hat"] = layers.l2_normalize(s["q"], axis=-1)
-    s["k_hat"] = layers.l2_normalize(s["k"], axis=-1)
-    s["scores"] = np.matmul(s["q_hat"], w("w_g")) * C**-0.5  # [B, N, 1]
-    if generation == "v1":
-        s["weights"] = layers.softmax(s["scores"], axis=-1)  # softmax over one element: 1
-    else:
-        s["weights"] = layers.l2_normalize(s["scores"], axis=1)  # over the tokens
-    s["global_query"] = np.sum(s["weights"] * s["q_hat"], axis=1, keepdims=True)  # [B, 1, C]
-    mixed = layers.linear(s["global_query"] * s["k_hat"], w("proj.weight"), w("proj.bias")) + s["q_hat"]
-    s["out"] = layers.linear(mixed, w("final.weight"), w("final.bias"))  # [B, N, C]
+    with blas_held_at_one():  # BLAS at one thread, as in a forward: the same products, the same bits
+        C = x.shape[-1]
+        s = {}
+        s["q"] = layers.linear(x, w("to_query.weight"), w("to_query.bias"))  # [B, N, C]
+        s["k"] = layers.linear(x, w("to_key.weight"), w("to_key.bias"))  # [B, N, C]
+        s["q_hat"] = layers.l2_normalize(s["q"], axis=-1)
+        s["k_hat"] = layers.l2_normalize(s["k"], axis=-1)
+        s["scores"] = np.matmul(s["q_hat"], w("w_g")) * C**-0.5  # [B, N, 1]
+        if generation == "v1":
+            s["weights"] = layers.softmax(s["scores"], axis=-1)  # softmax over one element: 1
+        else:
+            s["weights"] = layers.l2_normalize(s["scores"], axis=1)  # over the tokens
+        s["global_query"] = np.sum(s["weights"] * s["q_hat"], axis=1, keepdims=True)  # [B, 1, C]
+        mixed = layers.linear(s["global_query"] * s["k_hat"], w("proj.weight"), w("proj.bias")) + s["q_hat"]
+        s["out"] = layers.linear(mixed, w("final.weight"), w("final.bias"))  # [B, N, C]
     return s
 
 
