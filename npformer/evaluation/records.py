@@ -117,15 +117,21 @@ def make_header(**fields) -> dict:
     return {"format": FORMAT, "format_version": FORMAT_VERSION, **fields}
 
 
-def _lines(path: Path):
-    """(line, end offset) of every complete line of a file; a torn last line (no newline) is left out."""
+def _json_lines(path: Path):
+    """(line number, parsed JSON, end offset, "file: line N") of every complete line of a file; a
+    torn last line (no newline) is left out, a line that is not JSON refused."""
     offset = 0
     with open(path, "rb") as f:
-        for raw in f:
+        for number, raw in enumerate(f, start=1):
             if not raw.endswith(b"\n"):
                 return
             offset += len(raw)
-            yield raw, offset
+            where = f"{path}: line {number}"
+            try:
+                obj = json.loads(raw)
+            except ValueError:
+                raise InputError(f"{where}: not JSON") from None
+            yield number, obj, offset, where
 
 
 def read_results(path, dtype=np.float32) -> tuple[dict | None, list[Record], list[int]]:
@@ -133,12 +139,7 @@ def read_results(path, dtype=np.float32) -> tuple[dict | None, list[Record], lis
     A torn last line (an interrupted write) is ignored; anything else malformed is refused."""
     path = Path(path)
     header, records, ends = None, [], []
-    for number, (raw, end) in enumerate(_lines(path), start=1):
-        where = f"{path}: line {number}"
-        try:
-            obj = json.loads(raw)
-        except ValueError:
-            raise InputError(f"{where}: not JSON") from None
+    for number, obj, end, where in _json_lines(path):
         if number == 1:
             if not isinstance(obj, dict) or obj.get("format") != FORMAT:
                 raise InputError(f"{path}: not an npformer evaluate results file (its first line has no "
@@ -275,12 +276,7 @@ def read_predictions(path, dtype=np.float64) -> dict[str, Prediction]:
     if not path.is_file():
         raise InputError(f"{path}: no such file to compare with")
     out = {}
-    for number, (raw, _) in enumerate(_lines(path), start=1):
-        where = f"{path}: line {number}"
-        try:
-            obj = json.loads(raw)
-        except ValueError:
-            raise InputError(f"{where}: not JSON") from None
+    for number, obj, _, where in _json_lines(path):
         if not isinstance(obj, dict) or "path" not in obj or "error" in obj:
             continue
         if obj["path"] in out:
