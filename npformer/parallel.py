@@ -13,13 +13,14 @@ Three rules make every output bit-identical whatever the worker count (tests/tes
   moved batch-1 logits by ~1e-6), and OpenBLAS's workers spin ~0.1 s after each product, taking
   the core a Python worker needs (numerics.md §12.6).
 * **Fixed partitions.** Work is split into pieces chosen from the shapes alone (an image of a
-  batch, models/base.py; a block of a linear's rows, `layers.linear`), never from the worker
-  count. Each piece is computed by the same code on one thread and written to its own slice.
-  (Splitting 1×1 and depthwise convolutions, pooling and GELU the same way was measured and did
-  not pay on two cores: README, Speed.)
+  batch, models/base.py; a block of output channels of a convolution's product or of rows of a
+  `linear`, `layers`; a block of a GELU's values, `erf.gelu`), never from the worker count. Each
+  piece is computed by the same code on one thread and written to its own slice. (Depthwise
+  convolutions and pooling stay whole: split, they lost time on two cores, README, Speed.)
 * **One level of parallelism.** `parallel_for` hands its pieces to the workers; called again from
-  inside a piece (a batch-1 op inside one image of a batch), it runs its pieces in order on the
-  current thread: the same pieces, so the same bits, and no task ever waits on the pool.
+  inside a piece (a batch-1 op inside one image of a batch), from a thread inside
+  `pieces_on_this_thread`, or while another caller's job holds the helpers, it runs its pieces in
+  order on the current thread: the same pieces, so the same bits, and no task ever waits on the pool.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from __future__ import annotations
 import itertools
 import os
 import threading
-from concurrent.futures import ThreadPoolExecutor
+import time
 from contextlib import contextmanager
 
 from .errors import InputError
@@ -53,9 +54,11 @@ def _threads_from_env() -> int:
 
 _lock = threading.Lock()
 _threads: int | None = None  # None: not decided yet (read NPFORMER_NUM_THREADS on first use)
-_pool: ThreadPoolExecutor | None = None
-_pool_size = 0
+_pool: "Helpers | None" = None
 _local = threading.local()  # .inside: this thread is running a piece of a parallel_for
+
+SPIN = 0.0003  # seconds a helper keeps looking for the next job before it sleeps (see Helpers)
+_yield = getattr(os, "sched_yield", lambda: time.sleep(0))  # gives up the GIL and the core for a moment
 
 
 def num_threads() -> int:
@@ -74,20 +77,105 @@ def set_num_threads(n: int) -> None:
     with _lock:
         _threads = n
         old = None
-        if _pool is not None and _pool_size < n - 1:  # a smaller pool is replaced; a larger one serves as it is
+        if _pool is not None and _pool.size < n - 1:  # a smaller pool is replaced; a larger one serves as it is
             old, _pool = _pool, None
     if old is not None:
-        old.shutdown(wait=False)
+        old.close()
 
 
-def _helpers() -> ThreadPoolExecutor:
-    """The shared pool of num_threads() − 1 helper threads (the caller is the last worker), made on first use."""
-    global _pool, _pool_size
+def _helpers() -> "Helpers":
+    """The shared helpers, num_threads() − 1 of them (the caller is the last worker), made on first use."""
+    global _pool
     with _lock:
         if _pool is None:
-            _pool_size = max(num_threads() - 1, 1)
-            _pool = ThreadPoolExecutor(max_workers=_pool_size, thread_name_prefix="npformer")
+            _pool = Helpers(max(num_threads() - 1, 1))
         return _pool
+
+
+class Job:
+    """One parallel_for: pieces 0 … n − 1 handed out one at a time, each run once."""
+
+    def __init__(self, n: int, piece):
+        self.n, self.piece = n, piece
+        self.next = itertools.count()  # next() is atomic under the GIL: each index is taken once
+        self.finished = itertools.count(1)  # pieces completed, counted the same way
+        self.all_done = threading.Event()
+        self.error: BaseException | None = None
+
+    def drain(self) -> None:
+        """Run pieces until none is left (a piece after a failed one is skipped, still counted)."""
+        while (i := next(self.next)) < self.n:
+            if self.error is None:
+                try:
+                    self.piece(i)
+                except BaseException as e:  # noqa: BLE001 — re-raised by the caller of parallel_for
+                    self.error = self.error or e
+            if next(self.finished) == self.n:
+                self.all_done.set()
+
+    def wait(self) -> None:
+        """Back on the caller, once every piece has completed (spinning first, as the helpers do)."""
+        deadline = time.perf_counter() + SPIN
+        while not self.all_done.is_set() and time.perf_counter() < deadline:
+            _yield()
+        self.all_done.wait()
+
+
+class Helpers:
+    """`size` helper threads that take pieces of the job parallel_for posts, one job at a time.
+
+    Between jobs a helper spins for SPIN seconds (os.sched_yield on every turn: the GIL and the
+    core are free for anyone else) before it sleeps on a condition. Why: waking a sleeping thread
+    took ~75 µs on this project's 2-core virtual machine (a ThreadPoolExecutor hand-off: 76 µs;
+    a spinning helper: 5 µs), and a forward at batch 1 hands out ~60 jobs of 0.2–1 ms each."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self.busy = threading.Lock()  # held by the caller whose job is posted
+        self.posted = threading.Condition()
+        self.job: Job | None = None
+        self.serial = 0  # jobs posted so far
+        self.closed = False
+        for i in range(size):
+            threading.Thread(target=self._serve, name=f"npformer-{i}", daemon=True).start()
+
+    def _serve(self) -> None:
+        _local.inside = True  # a piece that calls parallel_for runs its pieces here, in order
+        seen = 0
+        while True:
+            deadline = time.perf_counter() + SPIN
+            while self.serial == seen and not self.closed and time.perf_counter() < deadline:
+                _yield()
+            with self.posted:
+                while self.serial == seen and not self.closed:
+                    self.posted.wait()
+                if self.closed:
+                    return
+                seen, job = self.serial, self.job
+            job.drain()  # a helper that comes late finds no piece left
+
+    def run(self, job: Job) -> bool:
+        """Run `job` on the helpers and the calling thread; False (nothing run) if another caller's job holds them."""
+        if not self.busy.acquire(blocking=False):
+            return False
+        try:
+            with self.posted:
+                self.job, self.serial = job, self.serial + 1
+                self.posted.notify_all()
+            _local.inside = True
+            try:
+                job.drain()
+            finally:
+                _local.inside = False
+            job.wait()
+        finally:
+            self.busy.release()
+        return True
+
+    def close(self) -> None:
+        with self.posted:
+            self.closed = True
+            self.posted.notify_all()
 
 
 def parallel_for(n: int, piece) -> None:
@@ -95,28 +183,28 @@ def parallel_for(n: int, piece) -> None:
 
     The pieces must be independent (each writes its own slice). The caller's thread takes pieces
     too; so do up to num_threads() − 1 helpers, each pulling the next index until none is left.
-    From inside a piece, or with one thread, the pieces run in order here."""
-    workers = min(num_threads(), n)
-    if workers <= 1 or getattr(_local, "inside", False):
+    From inside a piece, with one thread, or while another caller's job has the helpers, the
+    pieces run in order here: the same pieces, so the same bits, and nothing waits on the pool."""
+    job = Job(n, piece)
+    if min(num_threads(), n) <= 1 or getattr(_local, "inside", False) or not _helpers().run(job):
         for i in range(n):
             piece(i)
         return
-    indices = itertools.count()  # next() is atomic under the GIL: each index is taken once
+    if job.error is not None:  # a failed piece re-raises here, after every piece has ended
+        raise job.error
 
-    def drain():
-        _local.inside = True
-        try:
-            while (i := next(indices)) < n:
-                piece(i)
-        finally:
-            _local.inside = False
 
-    futures = [_helpers().submit(drain) for _ in range(workers - 1)]
+@contextmanager
+def pieces_on_this_thread():
+    """Inside the block, every parallel_for this thread calls runs its pieces here, in order. For
+    callers that spread their own work over the cores (`npformer evaluate`: a batch per thread),
+    so that npformer's helpers do not add threads to theirs. The same pieces, so the same bits."""
+    was = getattr(_local, "inside", False)
+    _local.inside = True
     try:
-        drain()
+        yield
     finally:
-        for f in futures:  # a failed piece re-raises here, after every helper has stopped
-            f.result()
+        _local.inside = was
 
 
 # ---------------------------------------------------------------------------------------------
@@ -170,7 +258,7 @@ def blas_held_at_one():
 # ---------------------------------------------------------------------------------------------
 # fixed pieces of one op
 
-PIECE_WORK = 1 << 22  # multiply-adds (or value-passes) per piece: ~0.1 ms, well above a hand-off's ~20 µs
+PIECE_WORK = 1 << 22  # multiply-adds per piece: ~0.1 ms, well above a hand-off's ~20 µs
 
 
 def pieces(length: int, work_per_item: int, align: int = 8) -> list[slice]:
@@ -185,3 +273,14 @@ def for_each_piece(length: int, work_per_item: int, compute, align: int = 8) -> 
     """compute(slice) for each piece of `pieces(length, work_per_item, align)`, on the workers."""
     cuts = pieces(length, work_per_item, align)
     parallel_for(len(cuts), lambda i: compute(cuts[i]))
+
+
+def equal_blocks(n: int, most: int) -> list[slice]:
+    """0 .. n − 1 in ⌈n / most⌉ consecutive blocks of (nearly) equal size, a function of (n, most)
+    alone: two workers share a 175k-value activation in blocks of at most 128k as 88k + 88k, not
+    131k + 44k."""
+    count = -(-n // most)
+    if count == 0:
+        return []
+    bounds = [n * i // count for i in range(count + 1)]
+    return [slice(bounds[i], bounds[i + 1]) for i in range(count)]

@@ -42,6 +42,8 @@ NOT_NPFORMER_ERRORS = {
     ("preprocess/fields.py", "AttributeError"): "BatchFeature.__getattr__: the attribute protocol requires it",
     ("macs.py", "KeyError"): "MacCount.__getitem__ (a part by name): the item protocol requires it",
     ("tools/plots.py", "ImportError"): "matplotlib (the notebooks extra) is missing: an ImportError is what callers expect",
+    ("parallel.py", "job.error"): "parallel_for re-raises, on its caller, whatever a piece raised (on a helper thread): "
+                                  "the piece's own error, npformer's or not",
     ("evaluation/run.py", "EvaluationInterrupted"): "a KeyboardInterrupt (Ctrl-C) carrying how far the run got; "
                                                     "npformer evaluate prints the resume command and exits 130",
 }

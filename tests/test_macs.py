@@ -142,7 +142,7 @@ def counted_twice(fn, macs_of):
     return run
 
 
-def depthwise_macs(x, weight, stride, padding):  # B·C·OH·OW·KH·KW
+def depthwise_macs(x, weight, bias, stride, padding):  # B·C·OH·OW·KH·KW
     OH, OW = layers.conv_output_size(*x.shape[2:], *weight.shape[2:], stride, padding)
     return x.shape[0] * weight.shape[0] * OH * OW * weight.shape[2] * weight.shape[3]
 
@@ -342,6 +342,8 @@ COUNTERS = {"count_macs", "count_matmul"}
 # (file, function) with a product it does not count itself -> why
 NOT_COUNTED_HERE = {
     ("layers.py", "_grouped_conv2d"): "conv2d, its only caller, counts the convolution once before choosing a path",
+    ("layers.py", "_pointwise_conv2d"): "as _grouped_conv2d",
+    ("layers.py", "_depthwise_conv2d"): "as _grouped_conv2d (its per-channel products are the depthwise convolution's)",
     ("layers.py", "interpolate"): "resampling (the pairwise bias resize): FlopCounterMode counts torch's "
                                   "F.interpolate as no FLOPs, so npformer does not count it either",
 }

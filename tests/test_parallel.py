@@ -8,6 +8,7 @@ smaller inputs to keep the file fast: EfficientFormer-L3/L7 at 193 px (the small
 at 209 px (the smallest for their grids); the rest at 224."""
 
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -170,6 +171,34 @@ def test_pieces_depend_on_the_shape_alone_and_cover_it_once():
     hits = np.zeros(1000, int)
     parallel.for_each_piece(1000, 40_000, lambda s: np.add.at(hits, np.arange(s.start, s.stop), 1), align=1)
     assert (hits == 1).all()
+
+
+def test_equal_blocks_depend_on_the_size_alone_and_cover_it_once():
+    assert parallel.equal_blocks(175_000, 1 << 17) == [slice(0, 87_500), slice(87_500, 175_000)]
+    assert parallel.equal_blocks(10, 100) == [slice(0, 10)]
+    assert parallel.equal_blocks(0, 4) == []
+    cuts = parallel.equal_blocks(1001, 100)
+    assert len(cuts) == 11 and {c.stop - c.start for c in cuts} == {91}
+    assert {c.stop - c.start for c in parallel.equal_blocks(1000, 100)} == {100}
+    assert {c.stop - c.start for c in parallel.equal_blocks(1002, 100)} == {91, 92}
+    assert [c.start for c in cuts[1:]] == [c.stop for c in cuts[:-1]] and cuts[-1].stop == 1001
+
+
+def test_pieces_on_this_thread_keeps_every_piece_on_the_caller(threads):
+    threads(3)
+    where = []
+    with parallel.pieces_on_this_thread():
+        parallel.parallel_for(40, lambda i: where.append((i, threading.get_ident())))
+    assert sorted(i for i, _ in where) == list(range(40)) and {t for _, t in where} == {threading.get_ident()}
+    assert [i for i, _ in where] == list(range(40))  # in order, as a nested parallel_for runs
+    seen = set()
+
+    def slow(i):  # long enough that a helper takes some of the pieces
+        seen.add(threading.get_ident())
+        time.sleep(0.002)
+
+    parallel.parallel_for(40, slow)
+    assert len(seen) > 1, "outside the block the helpers take pieces again"
 
 
 def test_parallel_for_runs_each_piece_once_and_reports_a_failure(threads):

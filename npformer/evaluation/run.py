@@ -6,9 +6,11 @@ preprocessing and its fused model, on worker threads, its records written in dat
 * **Batches are fixed by position**: batch k is images k·B … k·B + B − 1, whatever the number
   of workers, so every batch (and every logit) is computed the same way in any run.
 * **Workers are threads** (concurrent.futures): NumPy's matrix products and most ufuncs, and
-  Pillow's decoders and resizes, release the GIL. BLAS is held at one thread for the whole run
-  (threadpoolctl): on a 2-core machine a two-thread OpenBLAS takes the second core away from the
-  Python threads, and its thread count changes logits by ~1e-6.
+  Pillow's decoders and resizes, release the GIL. With two or more, each runs its batch's forward
+  on its own thread (`npformer.parallel.pieces_on_this_thread`: npformer's helpers would add
+  threads to the workers'); BLAS is held at one thread for the whole run
+  (`npformer.parallel.blas_held_at_one`): on a 2-core machine a two-thread OpenBLAS takes the
+  second core away from the Python threads. The logits are the same bits either way.
 * **Records go out in dataset order** as batches complete (a reorder buffer, at most two
   batches per worker in flight), one write per batch; so the results file is the same
   byte for byte for any worker count, and an interrupted run leaves whole batches only.
@@ -31,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from .._version import __version__
+from .. import parallel
 from ..errors import CheckpointMismatchError, ConfigError, ImageError, NpformerError
 from ..labels import label_names
 from ..layers import softmax
@@ -259,12 +262,6 @@ def _open_output(output: Path, header: dict, dataset: Dataset, batch_size: int, 
 # the run
 
 
-def _blas_one_thread():
-    from threadpoolctl import ThreadpoolController
-
-    return ThreadpoolController().limit(limits=1, user_api="blas")
-
-
 class _TorchThreads:
     """torch's intra-op threads held at one during a reference run (restored after)."""
 
@@ -377,13 +374,18 @@ def evaluate(data, weights, *, output=None, resume: bool = False, force: bool = 
     bar = _progress_bar(len(dataset.items), len(records), progress, f"{Path(str(data)).name or data}")
     buffer = _ReorderBuffer(first, records, writer, bar)
 
-    def job(k):
-        return run_batch(k, dataset, batch_size, fast, preprocess, logits, ref)
+    threads = max(1, min(workers, batches - first))
 
-    pool = ThreadPoolExecutor(max_workers=max(1, min(workers, batches - first)), thread_name_prefix="npformer-eval")
+    def job(k):
+        if threads == 1:  # one worker: the forward spreads over npformer's own threads
+            return run_batch(k, dataset, batch_size, fast, preprocess, logits, ref)
+        with parallel.pieces_on_this_thread():
+            return run_batch(k, dataset, batch_size, fast, preprocess, logits, ref)
+
+    pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="npformer-eval")
     pending, next_submit = {}, first  # future -> batch number; the next batch to hand out
     try:
-        with _blas_one_thread(), _TorchThreads(ref):
+        with parallel.blas_held_at_one(), _TorchThreads(ref):
             try:
                 while buffer.next < batches:
                     while next_submit < batches and next_submit - buffer.next < 2 * workers:

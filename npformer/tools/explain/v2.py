@@ -15,6 +15,7 @@ import numpy as np
 
 from ... import layers
 from ...errors import InputError
+from ...parallel import blas_held_at_one
 from ...models.efficientformerv2 import model as v2
 from ...models.efficientformerv2.schema import attention_grid, stages
 from ...trace import Trace, no_trace
@@ -55,6 +56,7 @@ def talking_heads_weights(model, name: str) -> dict:  # -> {"talking_head1": ([h
     return {t: (p[f"{name}.{t}.weight"][:, :, 0, 0], p[f"{name}.{t}.bias"]) for t in ("talking_head1", "talking_head2")}
 
 
+@blas_held_at_one()  # BLAS at one thread, as in a forward: the same products, the same bits
 def attention4d_steps(x, model, name: str) -> dict:  # [B, C, H, W] -> {step: array}
     """Attention4D `name` (e.g. "stages.2.blocks.1.token_mixer") on its input x, every step kept:
 
@@ -141,6 +143,7 @@ def query_positions(H: int, W: int, stride: int = 2) -> np.ndarray:  # -> [Nq, 2
     return np.stack([rows.reshape(-1), cols.reshape(-1)], axis=1)
 
 
+@blas_held_at_one()  # as attention4d_steps
 def local_global_query_steps(x, model, name: str = "stages.3.downsample.attn") -> dict:  # [B, C, H, W] -> {step: array}
     """The downsampling attention `name` on its input x (stage 2's output), every step kept:
 
