@@ -258,29 +258,37 @@ def blas_held_at_one():
 # ---------------------------------------------------------------------------------------------
 # fixed pieces of one op
 
-PIECE_WORK = 1 << 22  # multiply-adds per piece: ~0.1 ms, well above a hand-off's ~20 µs
+PIECE_WORK = 1 << 23  # multiply-adds a piece has at least: ~0.15 ms, well above a hand-off's ~8 µs
+MIN_ROWS = 16  # items a piece has at least: BLAS loses time on thinner products (single-thread, 48 × 192 ·
+               # 192 × 3136 in 8 row blocks: 2.4× the time of one product; in 2: 1.1×)
 
 
-def pieces(length: int, work_per_item: int, align: int = 8) -> list[slice]:
-    """`length` items (output channels, tokens) cut into consecutive slices of about PIECE_WORK
-    work each, sizes a multiple of `align`: a function of the shape alone, never of the workers."""
-    per_piece = max(PIECE_WORK // max(work_per_item, 1), 1)
-    size = -(-per_piece // align) * align
-    return [slice(start, min(start + size, length)) for start in range(0, length, size)]
+def pieces(length: int, work_per_item: int) -> list[slice]:
+    """`length` items (output channels, tokens) cut into a power of two of equal consecutive slices,
+    as many as keep each at least PIECE_WORK work and MIN_ROWS items: a function of the shape alone,
+    never of the workers, and even for 2 or 4 of them."""
+    count = 1
+    while 2 * count * PIECE_WORK <= length * work_per_item and length // (2 * count) >= MIN_ROWS:
+        count *= 2
+    return _cut(length, count)
 
 
-def for_each_piece(length: int, work_per_item: int, compute, align: int = 8) -> None:
-    """compute(slice) for each piece of `pieces(length, work_per_item, align)`, on the workers."""
-    cuts = pieces(length, work_per_item, align)
+def for_each_piece(length: int, work_per_item: int, compute) -> None:
+    """compute(slice) for each piece of `pieces(length, work_per_item)`, on the workers."""
+    cuts = pieces(length, work_per_item)
     parallel_for(len(cuts), lambda i: compute(cuts[i]))
 
 
 def equal_blocks(n: int, most: int) -> list[slice]:
-    """0 .. n − 1 in ⌈n / most⌉ consecutive blocks of (nearly) equal size, a function of (n, most)
-    alone: two workers share a 175k-value activation in blocks of at most 128k as 88k + 88k, not
-    131k + 44k."""
-    count = -(-n // most)
-    if count == 0:
-        return []
+    """0 .. n − 1 in consecutive blocks of (nearly) equal size, at most `most` each, their number
+    the least power of two that allows it: a function of (n, most) alone, even for 2 or 4 workers
+    (a 602k-value activation in blocks of at most 128k: 8 of 75k, not 4 of 128k and one of 90k)."""
+    count = 1
+    while count * most < n:
+        count *= 2
+    return _cut(n, count) if n else []
+
+
+def _cut(n: int, count: int) -> list[slice]:
     bounds = [n * i // count for i in range(count + 1)]
     return [slice(bounds[i], bounds[i + 1]) for i in range(count)]

@@ -164,23 +164,24 @@ def test_callers_threads_each_running_forwards_get_the_same_bits(threads):
 
 
 def test_pieces_depend_on_the_shape_alone_and_cover_it_once():
-    cuts = parallel.pieces(192, 48 * 3136)
-    assert [(c.start, c.stop) for c in cuts] == [(0, 32), (32, 64), (64, 96), (96, 128), (128, 160), (160, 192)]
+    assert parallel.pieces(192, 48 * 3136) == [slice(0, 96), slice(96, 192)]  # 29M MACs: 2 pieces
+    assert len(parallel.pieces(224, 896 * 196)) == 4  # 39M: 4 of 9.8M
+    assert parallel.pieces(48, 192 * 3136) == [slice(0, 24), slice(24, 48)]
+    assert parallel.pieces(24, 1 << 30) == [slice(0, 24)]  # thinner than 2 × MIN_ROWS: one piece
     assert parallel.pieces(10, 1) == [slice(0, 10)]
-    assert parallel.pieces(0, 5) == []
+    assert parallel.pieces(0, 5) == [slice(0, 0)]
     hits = np.zeros(1000, int)
-    parallel.for_each_piece(1000, 40_000, lambda s: np.add.at(hits, np.arange(s.start, s.stop), 1), align=1)
-    assert (hits == 1).all()
+    parallel.for_each_piece(1000, 80_000, lambda s: np.add.at(hits, np.arange(s.start, s.stop), 1))
+    assert (hits == 1).all() and len(parallel.pieces(1000, 80_000)) == 8
 
 
 def test_equal_blocks_depend_on_the_size_alone_and_cover_it_once():
     assert parallel.equal_blocks(175_000, 1 << 17) == [slice(0, 87_500), slice(87_500, 175_000)]
+    assert [c.stop - c.start for c in parallel.equal_blocks(602_112, 1 << 17)] == [75_264] * 8
     assert parallel.equal_blocks(10, 100) == [slice(0, 10)]
     assert parallel.equal_blocks(0, 4) == []
     cuts = parallel.equal_blocks(1001, 100)
-    assert len(cuts) == 11 and {c.stop - c.start for c in cuts} == {91}
-    assert {c.stop - c.start for c in parallel.equal_blocks(1000, 100)} == {100}
-    assert {c.stop - c.start for c in parallel.equal_blocks(1002, 100)} == {91, 92}
+    assert len(cuts) == 16 and {c.stop - c.start for c in cuts} == {62, 63}
     assert [c.start for c in cuts[1:]] == [c.stop for c in cuts[:-1]] and cuts[-1].stop == 1001
 
 
