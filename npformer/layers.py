@@ -142,7 +142,7 @@ def _grouped_conv2d(x, weight, bias, stride, padding, groups):  # [B, IC, H, W] 
 
 def add_channel_bias(out, bias, c):  # out [B, |c|, ...] += bias[c], per channel
     if bias is not None:
-        out += bias[c].reshape((len(bias[c]),) + (1,) * (out.ndim - 2))
+        out += bias[c].reshape(-1, *(1,) * (out.ndim - 2))  # [|c|] -> [|c|, 1, ...]
 
 
 def conv2d_naive(x, weight, bias=None, stride=1, padding=0, groups=1):  # [B, IC, H, W] -> [B, OC, OH, OW]

@@ -124,10 +124,12 @@ class Job:
 class Helpers:
     """`size` helper threads that take pieces of the job parallel_for posts, one job at a time.
 
-    Between jobs a helper spins for SPIN seconds (os.sched_yield on every turn: the GIL and the
-    core are free for anyone else) before it sleeps on a condition. Why: waking a sleeping thread
-    took ~75 µs on this project's 2-core virtual machine (a ThreadPoolExecutor hand-off: 76 µs;
-    a spinning helper: 5 µs), and a forward at batch 1 hands out ~60 jobs of 0.2–1 ms each."""
+    Between jobs a helper spins for SPIN seconds (os.sched_yield on every turn, giving up the GIL
+    and the core) before it sleeps on a condition. Why: waking a sleeping thread took ~75 µs on
+    this project's 2-core virtual machine (parallel_for of two empty pieces: 76 µs through a
+    ThreadPoolExecutor, 7.5 µs with spinning helpers), and a forward at batch 1 hands out ~60 jobs
+    of 0.2–1 ms each. The price: while a helper spins, each NumPy call of the main thread waits
+    ~5 µs longer for the GIL, which is why the spin is short."""
 
     def __init__(self, size: int):
         self.size = size
@@ -185,13 +187,14 @@ def parallel_for(n: int, piece) -> None:
     too; so do up to num_threads() − 1 helpers, each pulling the next index until none is left.
     From inside a piece, with one thread, or while another caller's job has the helpers, the
     pieces run in order here: the same pieces, so the same bits, and nothing waits on the pool."""
-    job = Job(n, piece)
-    if min(num_threads(), n) <= 1 or getattr(_local, "inside", False) or not _helpers().run(job):
-        for i in range(n):
-            piece(i)
-        return
-    if job.error is not None:  # a failed piece re-raises here, after every piece has ended
-        raise job.error
+    if min(num_threads(), n) > 1 and not getattr(_local, "inside", False):
+        job = Job(n, piece)
+        if _helpers().run(job):
+            if job.error is not None:  # a failed piece re-raises here, after every piece has ended
+                raise job.error
+            return
+    for i in range(n):
+        piece(i)
 
 
 @contextmanager

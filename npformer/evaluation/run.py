@@ -26,6 +26,7 @@ import os
 import sys
 import time
 from collections import Counter
+from contextlib import nullcontext
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -376,10 +377,8 @@ def evaluate(data, weights, *, output=None, resume: bool = False, force: bool = 
 
     threads = max(1, min(workers, batches - first))
 
-    def job(k):
-        if threads == 1:  # one worker: the forward spreads over npformer's own threads
-            return run_batch(k, dataset, batch_size, fast, preprocess, logits, ref)
-        with parallel.pieces_on_this_thread():
+    def job(k):  # with one worker, its forward spreads over npformer's own threads
+        with parallel.pieces_on_this_thread() if threads > 1 else nullcontext():
             return run_batch(k, dataset, batch_size, fast, preprocess, logits, ref)
 
     pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="npformer-eval")
