@@ -28,7 +28,7 @@ from .models.efficientformerv2.model import (
     EfficientFormerV2ForImageClassificationWithTeacher,
     EfficientFormerV2Model,
 )
-from .models.registry import architectures
+from .models.classes import architectures
 from .models.swiftformer.config import SwiftFormerConfig
 from .models.swiftformer.model import SwiftFormerForImageClassification, SwiftFormerModel
 from .preprocess.processors import EfficientFormerImageProcessor, ViTImageProcessor

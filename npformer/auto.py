@@ -39,7 +39,8 @@ from .checkpoints.convert import load_any, read_transformers_config, timm_direct
 from .checkpoints.export import timm_variant_config
 from .errors import ConfigError
 from .hub import CONFIG_FILES, MODEL_FILES, PROCESSOR_FILES, resolve
-from .models.registry import FAMILIES, Family, family, family_of, model_class
+from .models.classes import model_class
+from .models.registry import FAMILIES, Family, family, family_of
 from .preprocess.constants import PREPROCESSOR_CONFIG_NAME
 from .preprocess.selection import PROCESSOR_CLASSES, make_processor
 

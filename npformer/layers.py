@@ -1,4 +1,4 @@
-"""The NumPy layers EfficientFormer and SwiftFormer are built from.
+"""The NumPy layers EfficientFormer, SwiftFormer and EfficientFormerV2 are built from.
 
 Dimension letters, used in every shape comment:
     B batch, C channels (OC out, IC in), H×W spatial size, N = H·W tokens,
@@ -8,141 +8,36 @@ Weights use PyTorch's layouts so that checkpoints load without transposes:
 conv weight [OC, IC/groups, KH, KW], linear weight [out, in] (y = x·Wᵀ + b).
 
 Every function keeps the dtype of its input (float32 stays float32; float64 runs end to end in
-float64). Each hard op has a `*_naive` twin written as plain loops: the tests check fast against
-naive on random shapes, and the twins are the place to start reading.
+float64). Each hard op has a `*_naive` twin written as plain loops, just before it: start
+reading there. The tests check each op against its twin on random shapes.
 
-The functions that multiply (conv2d, linear, the attention products) report their multiply-
-accumulates to `npformer.macs` once per call: nothing happens unless a count is running.
+The ops state their maths; the heavy products (and GELU's passes) go through `npformer.kernels`,
+the one place where work is split over npformer's workers, blocked for the cache and counted for
+`npformer.macs`. Its functions compute exactly the expression their names and docstrings give.
+Resampling to any size (torch's interpolate) is in `npformer.resample`.
 """
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
+from . import kernels
 from .erf import gelu, gelu_tanh
-from .errors import InputError
-from .macs import count_macs, count_matmul
-from .parallel import equal_blocks, for_each_piece
+from .resample import interpolate, interpolate_naive, resampling_weights  # noqa: F401 (npformer.layers' names)
+from .windows import conv_output_size, im2col, shifted_windows
+
+__all__ = [
+    "conv2d_naive", "conv2d", "conv_output_size", "shifted_windows", "im2col", "batch_norm_affine", "batch_norm",
+    "layer_norm", "linear", "relu", "gelu", "gelu_tanh", "ACTIVATIONS", "l2_normalize", "softmax", "avg_pool2d_naive",
+    "avg_pool2d", "valid_count", "pool_mixer", "attention_bias_index", "gather_attention_bias",
+    "multi_head_attention_naive", "multi_head_attention", "bilinear_taps", "upsample_bilinear_2x_naive",
+    "upsample_bilinear_2x", "attention_bias_index_grid", "talking_heads", "talking_heads_attention_naive",
+    "talking_heads_attention", "interpolate", "interpolate_naive", "resampling_weights",
+]
 
 
 # ---------------------------------------------------------------------------------------------
 # convolution
-
-
-def conv2d(x, weight, bias=None, stride=1, padding=0, groups=1):  # [B, IC, H, W] -> [B, OC, OH, OW]
-    """2-D convolution (cross-correlation, as PyTorch's Conv2d) with zero padding.
-
-    Three cases, one idea each:
-      * 1×1, stride 1: a single matrix product over channels (BLAS).
-      * depthwise (groups == IC == OC): the KH·KW shifted copies of each channel, stacked and
-        weighted by the channel's taps (one small product per channel).
-      * everything else: gather the KH·KW shifted copies ("im2col" by kernel offset), then one
-        matrix product per group.
-    The products compute fixed blocks of output channels on npformer's workers
-    (`parallel.for_each_piece`: the blocks depend on the shape alone), a block's bias added while
-    the block is in cache; the depthwise path runs its blocks on the calling thread.
-    """
-    B, IC, H, W = x.shape
-    OC, ICg, KH, KW = weight.shape
-    if IC != ICg * groups:
-        raise ValueError(f"conv2d: input has {IC} channels, weight expects {ICg}×{groups} groups")
-    OH, OW = conv_output_size(H, W, KH, KW, stride, padding)
-    count_macs(B * OC * OH * OW * ICg * KH * KW, "conv")  # every path, once: each output sums ICg·KH·KW products
-    if KH == KW == 1 and stride == 1 and padding == 0 and groups == 1:
-        return _pointwise_conv2d(x, weight, bias)
-    if groups == IC == OC and ICg == 1:
-        return _depthwise_conv2d(x, weight, bias, stride, padding)
-    return _grouped_conv2d(x, weight, bias, stride, padding, groups)
-
-
-def conv_output_size(H, W, KH, KW, stride=1, padding=0) -> tuple[int, int]:
-    """(OH, OW) = ((H + 2p − KH) // s + 1, (W + 2p − KW) // s + 1)."""
-    return (H + 2 * padding - KH) // stride + 1, (W + 2 * padding - KW) // stride + 1
-
-
-def shifted_windows(x, KH, KW, stride=1, padding=0):  # [B, C, H, W] -> KH·KW × [B, C, OH, OW]
-    """The input seen through each kernel offset (i, j), in (i, j) row-major order:
-    x_pad[:, :, i + s·oh, j + s·ow] (views of the zero-padded input, no copies)."""
-    OH, OW = conv_output_size(*x.shape[2:], KH, KW, stride, padding)
-    xp = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding))) if padding else x
-    return [
-        xp[:, :, i : i + stride * (OH - 1) + 1 : stride, j : j + stride * (OW - 1) + 1 : stride]
-        for i in range(KH)
-        for j in range(KW)
-    ]
-
-
-def im2col(x, KH, KW, stride=1, padding=0):  # [B, IC, H, W] -> [B, IC·KH·KW, OH·OW]
-    """Every receptive field as a column, its rows in the conv weight's (ic, kh, kw) order."""
-    B, IC, H, W = x.shape
-    OH, OW = conv_output_size(H, W, KH, KW, stride, padding)
-    cols = np.stack(shifted_windows(x, KH, KW, stride, padding), axis=2)  # [B, IC, KH·KW, OH, OW]
-    return cols.reshape(B, IC * KH * KW, OH * OW)
-
-
-def _pointwise_conv2d(x, weight, bias):  # [B, IC, H, W] -> [B, OC, H, W]
-    """1×1: out[b] = W·x[b], the pixels as the columns of one matrix product per image."""
-    B, IC, H, W = x.shape
-    OC = weight.shape[0]
-    w, pixels = weight.reshape(OC, IC), x.reshape(B, IC, H * W)  # [OC, IC], [B, IC, N]
-    out = np.empty((B, OC, H * W), dtype=np.result_type(x, weight))
-
-    def block(c):  # output channels c, of every image
-        np.matmul(w[c], pixels, out=out[:, c])
-        add_channel_bias(out[:, c], bias, c)
-
-    for_each_piece(OC, IC * H * W, block)
-    return out.reshape(B, OC, H, W)
-
-
-def _depthwise_conv2d(x, weight, bias, stride, padding):  # [B, C, H, W] -> [B, C, OH, OW]
-    """Each channel its own KH×KW filter: out[c] = Σ_t tap[c, t] · window_t[c] over the kernel
-    offsets t. The KH·KW windows of a block of channels are stacked ([B, c, KH·KW, N]) and each
-    channel's taps multiply them as one product ([1, KH·KW] · [KH·KW, N]): two passes over the
-    block instead of 2·KH·KW, on blocks of ~128k outputs so the stack stays in cache."""
-    B, C, H, W = x.shape
-    _, _, KH, KW = weight.shape
-    OH, OW = conv_output_size(H, W, KH, KW, stride, padding)
-    taps = weight.reshape(C, 1, KH * KW)  # [C, 1, KH·KW]
-    out = np.empty((B, C, 1, OH * OW), dtype=np.result_type(x, weight))
-
-    def block(c):  # channels c
-        windows = np.stack(shifted_windows(x[:, c], KH, KW, stride, padding), axis=2)  # [B, |c|, KH·KW, OH, OW]
-        np.matmul(taps[c], windows.reshape(B, -1, KH * KW, OH * OW), out=out[:, c])  # [B, |c|, 1, N]
-        add_channel_bias(out[:, c], bias, c)
-
-    for c in equal_blocks(C, max(1, DEPTHWISE_BLOCK // (B * OH * OW))):  # on one worker: two lost time (README, Speed)
-        block(c)
-    return out.reshape(B, C, OH, OW)
-
-
-DEPTHWISE_BLOCK = 1 << 17  # outputs per block (3×3 on 128 × 56², ms: 2.7 in blocks of 8k, 1.0 of 128k, 1.9 unblocked)
-
-
-def _grouped_conv2d(x, weight, bias, stride, padding, groups):  # [B, IC, H, W] -> [B, OC, OH, OW]
-    """im2col, then per group [OC/g, ICg·KH·KW] · [ICg·KH·KW, OH·OW]."""
-    B, IC, H, W = x.shape
-    OC, ICg, KH, KW = weight.shape
-    OH, OW = conv_output_size(H, W, KH, KW, stride, padding)
-    cols = im2col(x, KH, KW, stride, padding).reshape(B, groups, ICg * KH * KW, OH * OW)  # each group's rows
-    w = weight.reshape(groups, OC // groups, ICg * KH * KW)
-    out = np.empty((B, groups, OC // groups, OH * OW), dtype=np.result_type(x, weight))
-    group_bias = None if bias is None else bias.reshape(groups, OC // groups)
-
-    def block(c):  # output channels c of every group
-        np.matmul(w[:, c], cols, out=out[:, :, c])  # [groups, |c|, K] · [B, groups, K, N] -> [B, groups, |c|, N]
-        if group_bias is not None:
-            out[:, :, c] += group_bias[:, c, None]
-
-    for_each_piece(OC // groups, groups * cols.shape[2] * OH * OW, block)
-    return out.reshape(B, OC, OH, OW)
-
-
-def add_channel_bias(out, bias, c):  # out [B, |c|, ...] += bias[c], per channel
-    if bias is not None:
-        out += bias[c].reshape(-1, *(1,) * (out.ndim - 2))  # [|c|] -> [|c|, 1, ...]
 
 
 def conv2d_naive(x, weight, bias=None, stride=1, padding=0, groups=1):  # [B, IC, H, W] -> [B, OC, OH, OW]
@@ -166,6 +61,32 @@ def conv2d_naive(x, weight, bias=None, stride=1, padding=0, groups=1):  # [B, IC
                                     acc += weight[o, c, i, j] * x[b, g * ICg + c, iy, ix]
                     out[b, o, oy, ox] = acc + (bias[o] if bias is not None else 0.0)
     return out
+
+
+def conv2d(x, weight, bias=None, stride=1, padding=0, groups=1):  # [B, IC, H, W] -> [B, OC, OH, OW]
+    """2-D convolution (cross-correlation, as PyTorch's Conv2d) with zero padding, as one product.
+
+    Three cases, one idea each:
+      * 1×1, stride 1: the weights times the pixels, out[b] = W·x[b] (the channels are the sum).
+      * depthwise (groups == IC == OC): each channel's KH·KW shifted copies, weighted by its taps.
+      * everything else: every receptive field as a column ("im2col"), then one product per group,
+        out[b, g] = W_g · cols[b, g].
+    """
+    B, IC, H, W = x.shape
+    OC, ICg, KH, KW = weight.shape
+    if IC != ICg * groups:
+        raise ValueError(f"conv2d: input has {IC} channels, weight expects {ICg}×{groups} groups")
+    per_channel = None if bias is None else bias.reshape(groups, OC // groups, 1)  # [G, OC/G, 1]
+    if KH == KW == 1 and stride == 1 and padding == 0 and groups == 1:
+        out = kernels.blocked_matmul(weight.reshape(OC, IC), x.reshape(B, IC, H * W), per_channel, "conv")  # [B, OC, N]
+        return out.reshape(B, OC, H, W)
+    if groups == IC == OC and ICg == 1:
+        return kernels.depthwise_conv2d(x, weight, bias, stride, padding)
+    OH, OW = conv_output_size(H, W, KH, KW, stride, padding)
+    cols = im2col(x, KH, KW, stride, padding).reshape(B, groups, ICg * KH * KW, OH * OW)  # each group's rows
+    w = weight.reshape(groups, OC // groups, ICg * KH * KW)  # [G, OC/G, ICg·KH·KW]
+    out = kernels.blocked_matmul(w, cols, per_channel, "conv")  # [B, G, OC/G, OH·OW]
+    return out.reshape(B, OC, OH, OW)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -194,31 +115,21 @@ def layer_norm(x, weight, bias, eps):  # [..., C] -> [..., C]
 
 
 def linear(x, weight, bias=None):  # [..., IN] -> [..., OUT]
-    """y = x·Wᵀ + b with W in PyTorch's [OUT, IN] layout, in fixed blocks of rows (tokens) on
-    npformer's workers (`parallel.for_each_piece`: the blocks depend on the shape alone), as
-    `conv2d` splits its products by output channels (README, Speed)."""
-    count_macs(math.prod(x.shape[:-1]) * weight.size, "matmul")  # prod(leading dims)·OUT·IN
-    OUT, IN = weight.shape
-    rows = x.reshape(-1, IN)  # [M, IN], M = prod(leading dims); a view for one image's tokens
-    y = np.empty((rows.shape[0], OUT), dtype=x.dtype)
-
-    def block(r):  # one block of rows on one worker, its bias added while in cache
-        np.matmul(rows[r], weight.T, out=y[r])
-        if bias is not None:
-            y[r] += bias
-
-    for_each_piece(rows.shape[0], weight.size, block)
-    return y.reshape(*x.shape[:-1], OUT)
+    """y = x·Wᵀ + b, with W in PyTorch's [OUT, IN] layout."""
+    rows = x.reshape(-1, weight.shape[1])  # [M, IN], M = prod(leading dims)
+    y = kernels.blocked_matmul(rows, weight.T, bias)  # x·Wᵀ + b: [M, IN]·[IN, OUT] + [OUT]
+    return y.reshape(*x.shape[:-1], weight.shape[0])
 
 
 def relu(x):
     return np.maximum(x, 0)
 
 
-ACTIVATIONS = {
-    "gelu": gelu,  # exact: 0.5·x·(1 + erf(x/√2)), the only form the references use
+ACTIVATIONS = {  # transformers' names (config.hidden_act) -> the function
+    "gelu": gelu,  # x·Φ(x) = 0.5·x·(1 + erf(x/√2)), the only form the references use; float32 evaluates Φ
+                   # from a table, ≤ 1.5e-7·max(1, |x|) from the exact value (see npformer.erf.gelu)
     "relu": relu,
-    "gelu_new": gelu_tanh,  # transformers' names for the tanh approximation
+    "gelu_new": gelu_tanh,  # the tanh approximation, under transformers' two names for it
     "gelu_pytorch_tanh": gelu_tanh,
 }
 
@@ -237,6 +148,20 @@ def softmax(x, axis=-1):
 
 # ---------------------------------------------------------------------------------------------
 # pooling token mixer
+
+
+def avg_pool2d_naive(x, kernel_size=3):  # [B, C, H, W] -> [B, C, H, W]
+    """Loop twin of `avg_pool2d`."""
+    B, C, H, W = x.shape
+    pad = kernel_size // 2
+    out = np.zeros_like(x)
+    for b in range(B):
+        for c in range(C):
+            for y in range(H):
+                for xx in range(W):
+                    window = x[b, c, max(y - pad, 0) : y + pad + 1, max(xx - pad, 0) : xx + pad + 1]
+                    out[b, c, y, xx] = window.sum() / window.size
+    return out
 
 
 def avg_pool2d(x, kernel_size=3):  # [B, C, H, W] -> [B, C, H, W]
@@ -273,20 +198,6 @@ def valid_count(length, k, dtype=np.int64):  # -> [length]
     return (np.minimum(i + pad, length - 1) - np.maximum(i - pad, 0) + 1).astype(dtype)
 
 
-def avg_pool2d_naive(x, kernel_size=3):  # [B, C, H, W] -> [B, C, H, W]
-    """Loop twin of `avg_pool2d`."""
-    B, C, H, W = x.shape
-    pad = kernel_size // 2
-    out = np.zeros_like(x)
-    for b in range(B):
-        for c in range(C):
-            for y in range(H):
-                for xx in range(W):
-                    window = x[b, c, max(y - pad, 0) : y + pad + 1, max(xx - pad, 0) : xx + pad + 1]
-                    out[b, c, y, xx] = window.sum() / window.size
-    return out
-
-
 def pool_mixer(x, kernel_size=3):  # [B, C, H, W] -> [B, C, H, W]
     """EfficientFormer's pooling token mixer: avgpool(x) − x (the block adds x back)."""
     mixed = avg_pool2d(x, kernel_size)
@@ -308,29 +219,6 @@ def attention_bias_index(resolution):  # -> [N, N] int64, N = resolution²
 def gather_attention_bias(table, resolution):  # [h, R²] -> [h, N, N]
     """The learned table (one value per distinct offset and head) spread into a full bias matrix."""
     return table[:, attention_bias_index(resolution)]
-
-
-def multi_head_attention(x, qkv_weight, qkv_bias, proj_weight, proj_bias, attn_bias, num_heads, key_dim):
-    """EfficientFormer's Meta3D attention.  # [B, N, C] -> ([B, N, C], [B, h, N, N])
-
-    qkv is one Linear whose output is, per head, [q (dk) | k (dk) | v (dv)]: heads interleaved,
-    not a q-block, k-block, v-block. logits = (q·kᵀ)·dk^-0.5 + bias; probabilities = softmax over
-    keys; the heads' outputs are concatenated (channel = head·dv + d) and projected back to C.
-    Returns the output and the attention probabilities.
-    """
-    B, N, C = x.shape
-    qkv = linear(x, qkv_weight, qkv_bias)  # [B, N, h·(2dk + dv)]
-    qkv = qkv.reshape(B, N, num_heads, -1).transpose(0, 2, 1, 3)  # [B, h, N, 2dk + dv]
-    q = qkv[..., :key_dim]  # [B, h, N, dk]
-    k = qkv[..., key_dim : 2 * key_dim]  # [B, h, N, dk]
-    v = qkv[..., 2 * key_dim :]  # [B, h, N, dv]
-    count_matmul(q, k.transpose(0, 1, 3, 2))
-    logits = np.matmul(q, k.transpose(0, 1, 3, 2)) * key_dim**-0.5 + attn_bias  # [B, h, N, N]
-    probs = softmax(logits, axis=-1)
-    count_matmul(probs, v)
-    out = np.matmul(probs, v)  # [B, h, N, dv]
-    out = out.transpose(0, 2, 1, 3).reshape(B, N, -1)  # [B, N, h·dv]
-    return linear(out, proj_weight, proj_bias), probs
 
 
 def multi_head_attention_naive(x, qkv_weight, qkv_bias, proj_weight, proj_bias, attn_bias, num_heads, key_dim):
@@ -356,6 +244,27 @@ def multi_head_attention_naive(x, qkv_weight, qkv_bias, proj_weight, proj_bias, 
     return out @ proj_weight.T + proj_bias, probs
 
 
+def multi_head_attention(x, qkv_weight, qkv_bias, proj_weight, proj_bias, attn_bias, num_heads, key_dim):
+    """EfficientFormer's Meta3D attention.  # [B, N, C] -> ([B, N, C], [B, h, N, N])
+
+    qkv is one Linear whose output is, per head, [q (dk) | k (dk) | v (dv)]: heads interleaved,
+    not a q-block, k-block, v-block. logits = (q·kᵀ)·dk^-0.5 + bias; probabilities = softmax over
+    keys; the heads' outputs are concatenated (channel = head·dv + d) and projected back to C.
+    Returns the output and the attention probabilities.
+    """
+    B, N, C = x.shape
+    qkv = linear(x, qkv_weight, qkv_bias)  # [B, N, h·(2dk + dv)]
+    qkv = qkv.reshape(B, N, num_heads, -1).transpose(0, 2, 1, 3)  # [B, h, N, 2dk + dv]
+    q = qkv[..., :key_dim]  # [B, h, N, dk]
+    k = qkv[..., key_dim : 2 * key_dim]  # [B, h, N, dk]
+    v = qkv[..., 2 * key_dim :]  # [B, h, N, dv]
+    logits = kernels.matmul(q, k.transpose(0, 1, 3, 2)) * key_dim**-0.5 + attn_bias  # [B, h, N, N]
+    probs = softmax(logits, axis=-1)
+    out = kernels.matmul(probs, v)  # [B, h, N, dv]
+    out = out.transpose(0, 2, 1, 3).reshape(B, N, -1)  # [B, N, h·dv]
+    return linear(out, proj_weight, proj_bias), probs
+
+
 # ---------------------------------------------------------------------------------------------
 # EfficientFormerV2: bilinear ×2 upsampling, talking heads, attention on a grid of any aspect
 
@@ -367,17 +276,6 @@ def bilinear_taps(n_in, dtype):  # -> ([2n] int64, [2n] int64, [2n] dtype)
     src = np.maximum((np.arange(2 * n_in) + 0.5) / 2 - 0.5, 0.0)
     i0 = np.floor(src).astype(np.int64)
     return i0, np.minimum(i0 + 1, n_in - 1), (src - i0).astype(dtype)
-
-
-def upsample_bilinear_2x(x):  # [B, C, H, W] -> [B, C, 2H, 2W]
-    """×2 bilinear upsampling, as torch's nn.Upsample(scale_factor=2, mode="bilinear") with
-    align_corners=False: blend the two nearest input columns, then the two nearest input rows
-    (torch's order), with the weights of `bilinear_taps`."""
-    B, C, H, W = x.shape
-    r0, r1, a = bilinear_taps(H, x.dtype)
-    c0, c1, b = bilinear_taps(W, x.dtype)
-    cols = x[:, :, :, c0] * (1 - b) + x[:, :, :, c1] * b  # [B, C, H, 2W]
-    return cols[:, :, r0] * (1 - a)[:, None] + cols[:, :, r1] * a[:, None]  # [B, C, 2H, 2W]
 
 
 def upsample_bilinear_2x_naive(x):  # [B, C, H, W] -> [B, C, 2H, 2W]
@@ -398,6 +296,17 @@ def upsample_bilinear_2x_naive(x):  # [B, C, H, W] -> [B, C, 2H, 2W]
     return out
 
 
+def upsample_bilinear_2x(x):  # [B, C, H, W] -> [B, C, 2H, 2W]
+    """×2 bilinear upsampling, as torch's nn.Upsample(scale_factor=2, mode="bilinear") with
+    align_corners=False: blend the two nearest input columns, then the two nearest input rows
+    (torch's order), with the weights of `bilinear_taps`."""
+    B, C, H, W = x.shape
+    r0, r1, a = bilinear_taps(H, x.dtype)
+    c0, c1, b = bilinear_taps(W, x.dtype)
+    cols = x[:, :, :, c0] * (1 - b) + x[:, :, :, c1] * b  # [B, C, H, 2W]
+    return cols[:, :, r0] * (1 - a)[:, None] + cols[:, :, r1] * a[:, None]  # [B, C, 2H, 2W]
+
+
 def attention_bias_index_grid(H, W, query_stride=1):  # -> [Nq, N] int64, N = H·W, Nq = ⌈H/s⌉·⌈W/s⌉
     """Index into the bias table for each (query, key) pair on an H×W key grid of any aspect:
     idx = |Δrow|·W + |Δcol| (timm's closed form), the queries sitting at every `query_stride`-th
@@ -413,25 +322,6 @@ def talking_heads(logits, weight, bias):  # [B, h, N, M] -> [B, h, N, M]
     """Mix the heads: a 1×1 convolution with the heads as channels (weight [h, h, 1, 1], as a
     PyTorch Conv2d stores it), out[h′] = Σ_h W[h′, h]·logits[h] + b[h′] at every (query, key)."""
     return conv2d(logits, weight, bias)
-
-
-def talking_heads_attention(q, k, v, bias, talking_head1=None, talking_head2=None):
-    """EfficientFormerV2's attention core: q [B, h, N, dk], k [B, h, M, dk], v [B, h, M, dv] and a
-    bias [h, N, M] -> (out [B, h, N, dv], probabilities [B, h, N, M]).
-
-    logits = (q·kᵀ)·dk^-0.5 + bias; talking head 1 mixes the heads' logits; softmax over the keys;
-    talking head 2 mixes the heads' probabilities; out = A·v. `talking_head1`, `talking_head2`:
-    (weight, bias) pairs, or None (the downsampling attention has no talking heads). Returns out
-    and the softmax probabilities (before talking head 2: each row sums to 1).
-    """
-    count_matmul(q, k.transpose(0, 1, 3, 2))  # the talking heads count as the 1×1 convolutions they are
-    logits = np.matmul(q, k.transpose(0, 1, 3, 2)) * q.shape[-1] ** -0.5 + bias  # [B, h, N, M]
-    if talking_head1 is not None:
-        logits = talking_heads(logits, *talking_head1)
-    probs = softmax(logits, axis=-1)
-    mixed = probs if talking_head2 is None else talking_heads(probs, *talking_head2)
-    count_matmul(mixed, v)
-    return np.matmul(mixed, v), probs  # [B, h, N, dv]
 
 
 def talking_heads_attention_naive(q, k, v, bias, talking_head1=None, talking_head2=None):
@@ -460,228 +350,18 @@ def talking_heads_attention_naive(q, k, v, bias, talking_head1=None, talking_hea
     return out, probs
 
 
-# ---------------------------------------------------------------------------------------------
-# resampling an image to any size: torch's F.interpolate (bilinear, bicubic; align_corners=False;
-# antialias off or on), as one small weight matrix per axis: out = Wy · x · Wxᵀ
+def talking_heads_attention(q, k, v, bias, talking_head1=None, talking_head2=None):
+    """EfficientFormerV2's attention core: q [B, h, N, dk], k [B, h, M, dk], v [B, h, M, dv] and a
+    bias [h, N, M] -> (out [B, h, N, dv], probabilities [B, h, N, M]).
 
-INTERPOLATION_MODES = ("bilinear", "bicubic")
-CUBIC_A = -0.75  # Keys' cubic kernel parameter of torch's plain bicubic (as OpenCV)
-CUBIC_A_ANTIALIAS = -0.5  # ... of torch's antialiased bicubic (as PIL)
-
-
-def rounding(dtype):  # -> function: float64 array -> float64 array
-    """The weight helpers below compute in float64 and call this where torch's kernel rounds to
-    the input's dtype: a round trip through float32 for float32 inputs, nothing for float64.
-
-    Note: torch's compiled CPU kernels fuse some multiply-adds (one FMA, one rounding); an
-    expression inside one `rnd(...)` below is such a fused step: float32 operands, computed in
-    float64 (exactly, for the coordinates) and rounded once. Which steps torch fuses was
-    measured (torch 2.13.0 CPU wheel, AVX2 and AVX512 kernels alike): with these roundings the
-    float32 weights equal torch's bit for bit. torch's DEFAULT kernels (CPUs without AVX2) fuse
-    nothing and differ by up to 1e-5. In float64 the fused steps round twice here (weights
-    ≤ 2e-14 from torch's)."""
-    if np.dtype(dtype) == np.float32:
-        return lambda v: np.asarray(v, np.float64).astype(np.float32).astype(np.float64)
-    return lambda v: np.asarray(v, np.float64)
-
-
-def source_coordinate(in_size, out_size, dtype):  # -> [out_size] float64 (values of dtype)
-    """Where output index o samples the input along one axis (align_corners=False):
-    src = s·(o + ½) − ½ with s = in/out, both in the input's dtype, s·(o + ½) − ½ fused (see
-    `rounding`). How much this matters in float32 (49 → 70, 196 → 256, 224 → 97, max |Δ| from
-    torch's output): 4.8e-7 so, 4.6e-5 rounding the product before subtracting ½, 9.8e-5 with
-    float64 coordinates (numerics.md §12.4)."""
-    rnd = rounding(dtype)
-    scale = rnd(np.float64(in_size) / out_size)
-    return rnd(scale * (np.arange(out_size) + 0.5) - 0.5)
-
-
-def floor_and_fraction(src, in_size, dtype):  # [out] -> ([out] int64, [out] float64)
-    """torch's split of a source coordinate: i = min(⌊src⌋, in − 1), the floor taken in float32
-    whatever the dtype (torch calls floorf), and λ = src − i in dtype (it rounds when src < 0),
-    clamped to [0, 1]."""
-    i = np.minimum(np.floor(src.astype(np.float32)), in_size - 1).astype(np.int64)
-    return i, np.clip(rounding(dtype)(src - i), 0.0, 1.0)
-
-
-def cubic_kernel(x, a, dtype=np.float64, fused_last=False):  # [...] -> [...]
-    """Keys' cubic convolution kernel at distance x:
-    (a+2)|x|³ − (a+3)|x|² + 1 for |x| ≤ 1, a|x|³ − 5a|x|² + 8a|x| − 4a for 1 < |x| < 2, else 0,
-    in torch's Horner form and roundings (`rounding`). torch's plain bicubic rounds the last
-    product before the last addition; its antialias filter fuses that step too (`fused_last`)."""
-    rnd = rounding(dtype)
-    x = np.abs(x)
-    near = rnd(rnd((a + 2) * x - (a + 3)) * x)  # ((a+2)|x| − (a+3))·|x|, then ·|x| + 1
-    far = rnd(rnd(a * x - 5 * a) * x + 8 * a)  # ((a|x| − 5a)·|x| + 8a), then ·|x| − 4a
-    if fused_last:
-        near, far = rnd(near * x + 1), rnd(far * x - 4 * a)
-    else:
-        near, far = rnd(rnd(near * x) + 1), rnd(rnd(far * x) - 4 * a)
-    return np.where(x <= 1, near, np.where(x < 2, far, 0.0))
-
-
-def linear_taps(in_size, out_size, dtype):  # -> ([out, 2] int64, [out, 2] float64)
-    """Bilinear along one axis, antialias off: src clamped to ≥ 0, i = ⌊src⌋, λ = src − i;
-    out[o] = (1 − λ)·in[i] + λ·in[min(i + 1, in − 1)]."""
-    rnd = rounding(dtype)
-    i, lam = floor_and_fraction(np.maximum(source_coordinate(in_size, out_size, dtype), 0.0), in_size, dtype)
-    return np.stack([i, np.minimum(i + 1, in_size - 1)], 1), np.stack([rnd(1 - lam), lam], 1)
-
-
-def cubic_taps(in_size, out_size, dtype):  # -> ([out, 4] int64, [out, 4] float64)
-    """Bicubic along one axis, antialias off: src not clamped, i = ⌊src⌋, t = src − i; taps
-    i−1 … i+2 with indices clamped to [0, in − 1] (the edge pixel repeats), weighted by the
-    cubic kernel (a = −0.75) at their distances t+1, t, 1−t, 2−t from src."""
-    rnd = rounding(dtype)
-    i, t = floor_and_fraction(source_coordinate(in_size, out_size, dtype), in_size, dtype)
-    s = rnd(1 - t)
-    index = np.clip(i[:, None] + np.arange(-1, 3), 0, in_size - 1)  # [out, 4]
-    distance = np.stack([rnd(t + 1), t, s, rnd(s + 1)], 1)  # [out, 4]
-    return index, cubic_kernel(distance, CUBIC_A, dtype)
-
-
-def antialias_taps(in_size, out_size, mode, dtype):  # -> ([out, K] int64, [out, K] float64)
-    """Antialiased resampling along one axis (torch's `_upsample_*_aa`, as PIL): output o is a
-    normalised sum over the input pixels j whose centres lie within `support` of its centre
-    c = s·(o + ½), weighted by the filter at (j + ½ − c)/max(s, 1): the triangle 1 − |x|
-    (bilinear) or the cubic kernel with a = −0.5 (bicubic). support = 1 or 2, times s when
-    downsampling (s > 1): the filter widens so that every input pixel counts. Unlike the plain
-    modes, taps outside the image are dropped and the rest renormalised; the edge never repeats.
-    K = 2⌈support⌉ + 1 taps per output, unused ones with weight 0."""
-    rnd = rounding(dtype)
-    scale = rnd(np.float64(in_size) / out_size)
-    half_width = 1.0 if mode == "bilinear" else 2.0
-    support = rnd(half_width * scale) if scale >= 1 else half_width
-    inv_scale = rnd(1 / scale) if scale >= 1 else 1.0
-    K = int(np.ceil(support)) * 2 + 1
-    centre = rnd(scale * (np.arange(out_size) + 0.5))  # [out]
-    # the window [first, stop) of input pixels within support of the centre, clipped to the image
-    first = np.maximum(np.floor(rnd(centre - support) + 0.5), 0).astype(np.int64)  # [out]
-    stop = np.minimum(np.floor(rnd(centre + support) + 0.5).astype(np.int64), in_size)  # [out]
-    j = first[:, None] + np.arange(K)  # [out, K] input pixels
-    x = rnd((rnd(j - centre[:, None]) + 0.5) * inv_scale)  # [out, K] filter arguments
-    if mode == "bilinear":
-        w = np.where(np.abs(x) < 1, rnd(1 - np.abs(x)), 0.0)
-    else:
-        w = cubic_kernel(x, CUBIC_A_ANTIALIAS, dtype, fused_last=True)
-    w = np.where(j < np.minimum(stop, first + K)[:, None], w, 0.0)  # taps past the window weigh 0
-    total = np.zeros(out_size)
-    for k in range(K):  # torch adds the taps up one by one, in dtype
-        total = rnd(total + w[:, k])
-    w = np.divide(w, total[:, None], out=w, where=total[:, None] != 0)
-    return np.minimum(j, in_size - 1), rnd(w)
-
-
-def resampling_weights(in_size, out_size, mode="bilinear", antialias=False, dtype=np.float32):  # -> [out, in]
-    """The matrix M that resamples one axis as torch's F.interpolate does: out = M @ in.
-
-    Each row holds the weights of one output index: 2 (bilinear) or 4 (bicubic) taps, or up to
-    2⌈support⌉ + 1 with antialias (`linear_taps`, `cubic_taps`, `antialias_taps`). Taps clamped
-    onto the same edge pixel add up, one by one in dtype, as torch's sum does. Equal sizes give
-    the identity (torch copies). In float32 the matrix equals torch's weights bit for bit.
+    logits = (q·kᵀ)·dk^-0.5 + bias; talking head 1 mixes the heads' logits; softmax over the keys;
+    talking head 2 mixes the heads' probabilities; out = A·v. `talking_head1`, `talking_head2`:
+    (weight, bias) pairs, or None (the downsampling attention has no talking heads). Returns out
+    and the softmax probabilities (before talking head 2: each row sums to 1).
     """
-    if in_size == out_size:
-        return np.eye(out_size, dtype=dtype)
-    if antialias:
-        index, weight = antialias_taps(in_size, out_size, mode, dtype)
-    elif mode == "bilinear":
-        index, weight = linear_taps(in_size, out_size, dtype)
-    else:
-        index, weight = cubic_taps(in_size, out_size, dtype)
-    M = np.zeros((out_size, in_size), dtype=dtype)
-    rows = np.arange(out_size)
-    for k in range(index.shape[1]):  # tap by tap, in torch's order
-        np.add.at(M, (rows, index[:, k]), weight[:, k].astype(dtype))
-    return M
-
-
-def interpolate(x, size, mode="bilinear", antialias=False):  # [..., H, W] -> [..., OH, OW]
-    """Resample the last two axes to `size` = (OH, OW) (or one int for both), as
-    torch.nn.functional.interpolate(x, size, mode=mode, align_corners=False, antialias=antialias):
-    mode "bilinear" or "bicubic", upsampling or downsampling by any ratio, in x's dtype (float32
-    or float64). Both modes are separable: out = Wy · x · Wxᵀ with one `resampling_weights`
-    matrix per axis, columns first (torch's order). Measured against torch 2.13.0: ≤ 1e-6 in
-    float32 (float32 weights bit-identical; what remains is summation order) and ≤ 1e-13 in
-    float64 (tests/test_interpolate.py).
-
-    Note: torch's antialias path gives every output row the weights of row 0 when the output is
-    one column wide and the height changes (OW = 1, H ≠ OH); npformer keeps the formula there."""
-    x, (OH, OW) = check_interpolation(x, size, mode, antialias, "interpolate")
-    H, W = x.shape[-2:]
-    rows = resampling_weights(H, OH, mode, antialias, x.dtype)  # [OH, H]
-    cols = resampling_weights(W, OW, mode, antialias, x.dtype)  # [OW, W]
-    return np.matmul(rows, np.matmul(x, cols.T))  # [..., H, W] -> [..., H, OW] -> [..., OH, OW]
-
-
-def check_interpolation(x, size, mode, antialias, name):  # -> (x, (OH, OW))
-    """An InputError naming what is wrong with the arguments of `interpolate`, else them, cleaned."""
-    if not isinstance(mode, str) or mode not in INTERPOLATION_MODES:
-        raise InputError(f"{name}: mode={mode!r} is not one of {', '.join(map(repr, INTERPOLATION_MODES))}")
-    if not isinstance(antialias, (bool, np.bool_)):
-        raise InputError(f"{name}: antialias must be True or False, got {antialias!r}")
-    pair = (size, size) if isinstance(size, (int, np.integer)) else size
-    if (not isinstance(pair, (tuple, list)) or len(pair) != 2
-            or not all(isinstance(n, (int, np.integer)) and not isinstance(n, (bool, np.bool_)) and n > 0 for n in pair)):
-        raise InputError(f"{name}: size must be a positive int or a pair (OH, OW) of positive ints, got {size!r}")
-    x = np.asarray(x)
-    if x.ndim < 2 or 0 in x.shape[-2:]:
-        raise InputError(f"{name}: expected an array [..., H, W] with H, W ≥ 1 (e.g. [C, H, W] or "
-                         f"[B, C, H, W]), got shape {x.shape}")
-    if x.dtype not in (np.float32, np.float64):
-        raise InputError(f"{name}: expected float32 or float64 values, got {x.dtype}")
-    return x, (int(pair[0]), int(pair[1]))
-
-
-def interpolate_naive(x, size, mode="bilinear", antialias=False):  # [..., H, W] -> [..., OH, OW]
-    """Loop twin of `interpolate`: every output pixel summed over its row taps and column taps,
-    each weight straight from the formula in float64 (`resampling_taps_naive`). Without torch's
-    float32 roundings, in float32 it misses torch by up to 1e-4 on non-dyadic ratios (224 → 97):
-    that is the gap `interpolate`'s roundings close."""
-    x, (OH, OW) = check_interpolation(x, size, mode, antialias, "interpolate_naive")
-    H, W = x.shape[-2:]
-    row_taps = [resampling_taps_naive(H, OH, oy, mode, antialias) for oy in range(OH)]
-    col_taps = [resampling_taps_naive(W, OW, ox, mode, antialias) for ox in range(OW)]
-    x64 = x.astype(np.float64)
-    out = np.zeros(x.shape[:-2] + (OH, OW))
-    for oy in range(OH):
-        for ox in range(OW):
-            for iy, wy in row_taps[oy]:
-                for ix, wx in col_taps[ox]:
-                    out[..., oy, ox] += wy * wx * x64[..., iy, ix]
-    return out.astype(x.dtype)
-
-
-def resampling_taps_naive(in_size, out_size, o, mode, antialias):  # -> [(input index, weight), ...]
-    """The input pixels output index o reads along one axis, and their weights, from the formulas.
-
-    Plain: src = s·(o + ½) − ½ (s = in/out); the taps j around src (⌊src⌋, ⌊src⌋+1 for bilinear,
-    ⌊src⌋−1 … ⌊src⌋+2 for bicubic) weigh kernel(src − j), the triangle or Keys' cubic with
-    a = −0.75, and read pixel j clamped into the image. Antialias: the pixels j whose centres lie
-    within support = (1 or 2)·max(s, 1) of c = s·(o + ½) weigh filter((j + ½ − c)/max(s, 1))
-    (cubic a = −0.5), normalised to sum 1.
-    """
-    s = in_size / out_size
-    if antialias:
-        stretch = max(s, 1.0)
-        support = (1.0 if mode == "bilinear" else 2.0) * stretch
-        centre = s * (o + 0.5)
-        first, stop = max(int(centre - support + 0.5), 0), min(int(centre + support + 0.5), in_size)
-        taps = [(j, _filter_naive((j + 0.5 - centre) / stretch, mode, CUBIC_A_ANTIALIAS)) for j in range(first, stop)]
-        total = sum(w for _, w in taps)
-        return [(j, w / total) for j, w in taps]
-    src = s * (o + 0.5) - 0.5
-    base = math.floor(src)
-    offsets = (0, 1) if mode == "bilinear" else (-1, 0, 1, 2)
-    return [(min(max(base + k, 0), in_size - 1), _filter_naive(src - (base + k), mode, CUBIC_A)) for k in offsets]
-
-
-def _filter_naive(x, mode, a):  # distance -> weight
-    """The triangle max(0, 1 − |x|) (bilinear) or Keys' cubic kernel with parameter a (bicubic)."""
-    x = abs(x)
-    if mode == "bilinear":
-        return max(0.0, 1.0 - x)
-    if x <= 1:
-        return (a + 2) * x**3 - (a + 3) * x**2 + 1
-    if x < 2:
-        return a * x**3 - 5 * a * x**2 + 8 * a * x - 4 * a
-    return 0.0
+    logits = kernels.matmul(q, k.transpose(0, 1, 3, 2)) * q.shape[-1] ** -0.5 + bias  # [B, h, N, M]
+    if talking_head1 is not None:
+        logits = talking_heads(logits, *talking_head1)
+    probs = softmax(logits, axis=-1)
+    mixed = probs if talking_head2 is None else talking_heads(probs, *talking_head2)
+    return kernels.matmul(mixed, v), probs  # [B, h, N, dv]

@@ -13,7 +13,7 @@ active `count_macs` is one ContextVar lookup (~0.1 µs; an L1 forward makes 41 s
 counter belongs to its thread (and asyncio task), so a count never sees another thread's forward.
 
 What counts is what `torch.utils.flop_counter.FlopCounterMode` counts on the reference models
-(spec §12.5): convolutions (aten.convolution: B·OC·OH·OW·(IC/groups)·KH·KW) and matrix products
+(torch 2.13.0's counting rules): convolutions (aten.convolution: B·OC·OH·OW·(IC/groups)·KH·KW) and matrix products
 (aten.mm, addmm, bmm: the product of the output's size and the summed dimension), MACs = FLOPs / 2.
 Not counted, there or here: biases, BatchNorm and LayerNorm, pooling, GELU and softmax, the ×2
 upsample and the "pairwise" bias resize (torch's interpolate), residual adds and layer scales. A fused model (BatchNorms folded into the convolutions)

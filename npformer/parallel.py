@@ -11,12 +11,13 @@ Three rules make every output bit-identical whatever the worker count (tests/tes
   through threadpoolctl; the caller's limits come back when the last running forward ends. Two
   reasons: a product's summation order depends on BLAS's own thread count (one vs two threads
   moved batch-1 logits by ~1e-6), and OpenBLAS's workers spin ~0.1 s after each product, taking
-  the core a Python worker needs (numerics.md §12.6).
+  the core a Python worker needs.
 * **Fixed partitions.** Work is split into pieces chosen from the shapes alone (an image of a
-  batch, models/base.py; a block of output channels of a convolution's product or of rows of a
-  `linear`, `layers`; a block of a GELU's values, `erf.gelu`), never from the worker count. Each
-  piece is computed by the same code on one thread and written to its own slice. (Depthwise
-  convolutions and pooling stay whole: split, they lost time on two cores, README, Speed.)
+  batch, models/batching.py; a block of output channels of a convolution's product or of rows of a
+  `linear`, a block of a GELU's values: npformer/kernels.py), never from the worker count. Each
+  piece is computed by the same code on one thread and written to its own slice. How each op is
+  cut is in `npformer.kernels`, the one place the ops hand their work to. (Depthwise
+  convolutions and pooling stay whole: split, they were slower on two cores.)
 * **One level of parallelism.** `parallel_for` hands its pieces to the workers; called again from
   inside a piece (a batch-1 op inside one image of a batch), from a thread inside
   `pieces_on_this_thread`, or while another caller's job holds the helpers, it runs its pieces in

@@ -16,7 +16,8 @@ import pytest
 import npformer
 from npformer.checkpoints.seeded import seeded_weights
 from npformer.errors import ConfigError, InputError
-from npformer.models.registry import family_of, model_class
+from npformer.models.classes import model_class
+from npformer.models.registry import family_of
 from npformer.tools.parity import sample
 
 HERE = Path(__file__).parent

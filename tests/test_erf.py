@@ -286,7 +286,8 @@ def test_gelu_float32_reads_phi_from_the_table_and_float64_uses_erf():
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_gelu_in_blocks_is_bit_identical(dtype):
-    from npformer.erf import _GELU_BLOCK, _gelu_erf, _gelu_f32
+    from npformer.erf import _gelu_erf, _gelu_f32
+    from npformer.kernels import ELEMENTWISE_BLOCK as _GELU_BLOCK
 
     x = np.random.default_rng(8).normal(0, 3, (3, 2 * _GELU_BLOCK // 3 + 7)).astype(dtype)  # not a multiple of the block
     kernel = _gelu_f32 if dtype == np.float32 else _gelu_erf

@@ -71,7 +71,7 @@ def find_cycle(graph: dict[str, set]) -> list[str] | None:
 def test_the_graph_is_read_from_every_module():
     graph = import_graph()
     assert {"npformer.cli", "npformer.models.base", "npformer.checkpoints.convert", "npformer.tools.explain"} <= set(graph)
-    assert "npformer.checkpoints.seeded" in graph["npformer.models.base"]  # a module-level import
+    assert "npformer.models.seeded" in graph["npformer.models.base"]  # a module-level import
     assert "npformer.models.features" in graph["npformer.models.base"]  # a function-level import
 
 
@@ -106,3 +106,47 @@ def test_checkpoint_code_never_imports_model_code():
     for name, targets in graph.items():
         if name.startswith("npformer.checkpoints"):
             assert not {t for t in targets if t.endswith(".model") or t == "npformer.models.base"}, name
+
+
+# ---------------------------------------------------------------------------------------------
+# packages: dependencies run one way
+
+
+def unit(module: str) -> str:
+    """What a module belongs to in the package graph: its top-level subpackage (`npformer.models`,
+    `npformer.checkpoints`, `npformer.tools`, ...), or itself for a module at the top (`npformer.loading`)."""
+    return ".".join(module.split(".")[:2])
+
+
+def package_graph() -> dict[str, set]:
+    """{unit: the units it imports}, from every import, module-level and function-level alike."""
+    graph: dict[str, set] = {}
+    for name, targets in import_graph().items():
+        graph.setdefault(unit(name), set()).update(unit(t) for t in targets if unit(t) != unit(name))
+    return graph
+
+
+def test_no_cycle_between_packages():
+    """models never import checkpoints, tools are never imported by the library, and so on: a
+    package-level cycle (models -> checkpoints -> models) would fail here even with acyclic modules."""
+    graph = package_graph()
+    assert {"npformer.models", "npformer.checkpoints", "npformer.tools", "npformer.loading", "npformer.layers"} <= set(graph)
+    cycle = find_cycle(graph)
+    assert cycle is None, "package cycle: " + " -> ".join(cycle)
+
+
+def test_the_layers_run_one_way():
+    graph = package_graph()
+    assert "npformer.checkpoints" not in graph["npformer.models"], "model code never imports checkpoint code"
+    assert "npformer.loading" not in graph["npformer.models"]
+    # above the library: the CLI, and evaluate (its --reference runs the oracle)
+    applications = {"npformer", "npformer.tools", "npformer.cli", "npformer.__main__", "npformer.evaluation"}
+    assert not [u for u in set(graph) - applications if "npformer.tools" in graph[u]], "the library never imports the tools"
+    ops = {"npformer.layers", "npformer.kernels", "npformer.erf", "npformer.resample", "npformer.windows"}
+    assert all(graph[u] <= ops | {"npformer.parallel", "npformer.macs", "npformer.errors"} for u in ops)
+
+
+def test_the_package_cycle_finder_sees_function_level_imports():
+    assert unit("npformer.models.efficientformer.model") == "npformer.models"
+    assert unit("npformer.loading") == "npformer.loading"
+    assert find_cycle({"npformer.models": {"npformer.checkpoints"}, "npformer.checkpoints": {"npformer.models"}})

@@ -6,7 +6,7 @@ that map. Derived buffers are checked, then dropped (e.g. EfficientFormer's `att
 must equal the |Δrow|·R + |Δcol| table npformer computes); `num_batches_tracked` is unused at
 inference.
 
-A SwiftFormer's attention generation (spec §4.2) is never guessed: transformers checkpoints are
+A SwiftFormer's attention generation (v1 or v2: the same tensors, different weights) is never guessed: transformers checkpoints are
 v1, timm checkpoints v2, and for an original `.pth` the caller must say which.
 
 Nothing here imports model code: a checkpoint needs its family's config and schema only.
@@ -22,14 +22,8 @@ import numpy as np
 from ..errors import CheckpointMismatchError, ConfigError, WeightFileError
 from ..models import registry
 from ..models.registry import Family, family_of, variant_name
-from ..models.schema import foreign_names as _foreign_names
+from .keys import foreign_names
 from .weights import check_tensors, make_metadata, metadata_config, read_safetensors, save_weights, validate_metadata
-
-
-def foreign_names(cfg, num_heads: int, schema: str) -> dict[str, str]:
-    """{canonical tensor name: its name in `schema`} for every tensor of the model."""
-    contract = family_of(cfg).schema
-    return _foreign_names(contract.KEY_MAPS[schema](cfg), contract.weight_schema(cfg, num_heads))
 
 
 def to_canonical(state: dict, cfg, num_heads: int, schema: str, source: str) -> dict:

@@ -39,7 +39,8 @@ from pathlib import Path
 import numpy as np
 
 from .._version import __version__
-from ..errors import CheckpointMismatchError, WeightFileError
+from ..errors import WeightFileError
+from ..models.schema import check_tensors, check_values  # noqa: F401 (the contract's own check, used by every reader)
 
 FORMAT = "npformer"
 FORMAT_VERSION = 1
@@ -165,68 +166,6 @@ def load_weights(path) -> tuple[dict, dict]:
 def metadata_config(metadata: dict) -> dict:
     """The config dict stored (as JSON) in a weight file's metadata."""
     return json.loads(metadata["config"])
-
-
-def _names(keys: list, limit: int = 10) -> str:
-    """"a, b, c" — at most `limit` names, then how many more (messages stay one readable line)."""
-    shown = ", ".join(keys[:limit])
-    return shown + (f", ... (+{len(keys) - limit} more)" if len(keys) > limit else "")
-
-
-def check_tensors(tensors: dict, schema: dict, source: str) -> None:
-    """Strict check of tensors against a schema {name: shape}; every problem by name.
-
-    Structure (missing / unexpected keys, shapes, non-float dtypes) -> CheckpointMismatchError;
-    then values (`check_values`) -> WeightFileError."""
-    problems = []
-    missing = sorted(set(schema) - set(tensors))
-    unexpected = sorted(set(tensors) - set(schema))
-    if missing:
-        problems.append(f"missing keys ({len(missing)}): {_names(missing)}")
-    if unexpected:
-        problems.append(f"unexpected keys ({len(unexpected)}): {_names(unexpected)}")
-    for name in sorted(set(schema) & set(tensors)):
-        shape = tuple(schema[name])
-        got = tensors[name]
-        if not isinstance(got, np.ndarray):
-            problems.append(f"{name}: expected an array, got {type(got).__name__}")
-        elif tuple(got.shape) != shape:
-            problems.append(f"{name}: expected shape {shape}, got {tuple(got.shape)}")
-        elif got.dtype.kind != "f":
-            problems.append(f"{name}: expected a floating-point tensor, got {got.dtype}")
-    if problems:
-        raise CheckpointMismatchError(f"{source}: " + "; ".join(problems))
-    check_values(tensors, source)
-
-
-_FLOAT32_MAX = float(np.finfo(np.float32).max)
-
-
-def check_values(tensors: dict, source: str) -> None:
-    """Refuse weights that can only give wrong answers: NaN or ±inf anywhere (every logit downstream
-    would be NaN, or a silently wrong class), values beyond float32's range (inf in a float32 model
-    and in every npformer file), and negative BatchNorm running variances (the normaliser
-    sqrt(var + eps) would be NaN). Raises WeightFileError naming each tensor and count."""
-    problems = []
-    for name in sorted(tensors):
-        values = tensors[name]
-        if values.dtype.kind != "f" or values.size == 0:
-            continue
-        finite = np.isfinite(values)
-        if not finite.all():
-            nan = int(np.isnan(values).sum())
-            inf = int(values.size - finite.sum()) - nan
-            counts = " and ".join(f"{n} {what}" for n, what in ((nan, "NaN"), (inf, "inf")) if n)
-            problems.append(f"{name} ({counts} of {values.size} values)")
-        elif values.dtype.itemsize > 4 and np.abs(values).max() > _FLOAT32_MAX:  # inf once stored as float32
-            problems.append(f"{name} ({int((np.abs(values) > _FLOAT32_MAX).sum())} values beyond float32's range)")
-        elif name.endswith("running_var") and (values < 0).any():
-            problems.append(f"{name} ({int((values < 0).sum())} negative variances, min {float(values.min()):.3g})")
-    if problems:
-        raise WeightFileError(
-            f"{source}: {len(problems)} tensor{'s hold' if len(problems) > 1 else ' holds'} values no trained model has, "
-            f"which can only give NaN or wrong logits: {_names(problems, 5)}"
-        )
 
 
 def count_parameters(tensors: dict) -> int:

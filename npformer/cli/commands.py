@@ -141,10 +141,11 @@ def stage_level_names(cfg, architecture: str) -> dict[str, str]:
 
 
 def cmd_shapes(args) -> int:
-    from ..checkpoints.seeded import seeded_weights
+    from ..models.seeded import seeded_weights
     from ..checkpoints.weights import count_parameters
     from ..errors import ConfigError
-    from ..models.registry import model_class, variant_name
+    from ..models.classes import model_class
+    from ..models.registry import variant_name
     from ..trace import Trace
 
     size = input_size(args.size)

@@ -3,7 +3,8 @@
 EfficientFormer (V1) and EfficientFormerV2 learn one bias per head and per distinct offset
 (|Δrow|, |Δcol|) between a query and a key: a table [h, H·W] over the H×W key grid the model was
 built for (7×7 at 224 px). Another input size gives another grid, which the table does not fit, and
-no reference resizes it by itself (spec §12.1). npformer never guesses: a model runs at another
+no reference resizes it by itself (transformers, timm and the original classifiers all refuse
+or break on another grid). npformer never guesses: a model runs at another
 size only under a strategy the caller names.
 
     "table"     resample each head's table, seen as an [H, W] image, to the new grid, once at load:
@@ -24,12 +25,11 @@ a default. Which tensors are tables, and over which grid, each family's schema s
 from __future__ import annotations
 
 import copy
-import json
 
 import numpy as np
 
 from ..errors import ConfigError, InputError
-from ..layers import interpolate
+from ..resample import interpolate
 from .registry import family_of
 
 STRATEGIES = {
@@ -118,23 +118,3 @@ def with_strategy(config, strategy):
     config = copy.deepcopy(config)
     config.attention_bias_resize = strategy
     return config
-
-
-def load_at_size(path, attention_generation=None, image_size=None, attention_bias_resize=None, dtype=np.float32):
-    """(config, tensors, metadata) of the checkpoint at `path`, for a model that runs `image_size`
-    inputs under `attention_bias_resize` (see `at_image_size`; without an image size, "pairwise"
-    makes a model that takes any size, and "table" has nothing to resize to)."""
-    from ..checkpoints.convert import load_any
-
-    strategy = check_strategy(attention_bias_resize)
-    config, tensors, metadata = load_any(path, attention_generation, image_size=image_size)
-    if image_size is not None:
-        config, tensors = at_image_size(config, tensors, image_size, strategy, dtype, source=str(path))
-    elif strategy == "table":
-        raise ConfigError("attention_bias_resize='table' resamples the bias tables to the grid of an image_size: "
-                          "give image_size=(H, W) too")
-    elif strategy == "pairwise" and hasattr(config, "attention_bias_resize"):
-        config = with_strategy(config, "pairwise")
-    if "config" in metadata:
-        metadata = {**metadata, "config": json.dumps(config.to_dict(), sort_keys=True)}
-    return config, tensors, metadata

@@ -1,26 +1,29 @@
-"""What every npformer model class shares: weights held read-only in one dtype, loading and
-saving, the pixel-value check, and the convolution + BatchNorm pair the families are built from.
-(The helpers weight schemas are written with are in `models/schema.py`.)"""
+"""What every npformer model class shares: weights held read-only in one dtype, the pixel-value
+check, and the convolution + BatchNorm pair the families are built from. (The helpers weight
+schemas are written with are in `models/schema.py`; how a batch runs, in `models/batching.py`.)
+
+Reading and writing checkpoints is not model code: `from_pretrained` and `save_pretrained` hand
+over to `npformer.loading`, the layer above the models, which installs itself in
+`CHECKPOINT_IO` when npformer is imported. Model code never imports checkpoint code."""
 
 from __future__ import annotations
 
 import copy
-import dataclasses
-import inspect
 from types import MappingProxyType
 
 import numpy as np
 
-from ..checkpoints.seeded import seeded_weights
-from ..checkpoints.weights import check_tensors, make_metadata, save_weights
 from ..errors import InputError
 from ..fuse import fold_batch_norms, is_folded
 from ..layers import batch_norm, conv2d, linear
-from ..losses import classification_loss
-from ..macs import is_counting
-from ..parallel import blas_held_at_one, parallel_for
+from ..parallel import blas_held_at_one
 from ..params import Params
-from ..trace import no_trace
+from .batching import batch_size, per_image
+from .schema import check_tensors
+from .seeded import seeded_weights
+
+# npformer.loading's `load_into(cls, path, **options)` and `save(model, path, **options)`, set when npformer is imported
+CHECKPOINT_IO = {}
 
 
 def as_pixel_values(pixel_values, num_channels: int, dtype) -> np.ndarray:  # [B, C, H, W] -> [B, C, H, W]
@@ -109,35 +112,6 @@ def check_finite_output(x: np.ndarray, name: str, pixel_values: np.ndarray) -> n
     return x
 
 
-class Recorder:
-    """A trace that keeps every (name, array) it is called with, in order (copies)."""
-
-    def __init__(self):
-        self.calls = []
-
-    def __call__(self, name, x):
-        self.calls.append((name, np.array(x, copy=True)))
-        return x
-
-
-def concatenate(values):  # [a [1, ...], b [1, ...], ...] -> [B, ...]; tuples field by field; None stays None
-    """The per-image values of one output field joined along the batch axis."""
-    if values[0] is None:
-        return None
-    if isinstance(values[0], tuple):
-        return tuple(concatenate(list(column)) for column in zip(*values))
-    return np.concatenate(values, axis=0)
-
-
-def batch_size(pixel_values) -> int:
-    """B of a [B, C, H, W] input; 0 when it is not one (the forward then says why)."""
-    try:
-        shape = np.shape(pixel_values)
-    except ValueError:  # ragged nested lists
-        return 0
-    return shape[0] if len(shape) == 4 else 0
-
-
 class PreTrainedModel:
     """Config + weights. Subclasses set `family`, `num_heads` (classifier heads they use) and
     `weight_schema` (config, num_heads) -> {name: shape}, and write the forward as `_forward`
@@ -166,42 +140,14 @@ class PreTrainedModel:
         self._set_weights({k: np.array(v, dtype=self.dtype, copy=True) for k, v in weights.items()})
 
     def __call__(self, pixel_values, *args, **kwargs):
-        """The forward, with BLAS held at one thread (npformer/parallel.py). A batch of B >= 2 runs
-        as B forwards of one image each, on the workers, joined along the batch axis: an image's
-        outputs are bit-identical alone or at any place in any batch, with any worker count.
-        A loss is computed once, on the joined logits; a `trace` sees each recorded name once,
-        after the images have run, with the joined array, in forward order."""
+        """The forward (`_forward`), with BLAS held at one thread (npformer/parallel.py). A batch of
+        B ≥ 2 runs as B forwards of one image each (`batching.per_image`): an image's outputs are
+        bit-identical alone or at any place in any batch, with any worker count."""
         with blas_held_at_one():
             if batch_size(pixel_values) < 2:
                 return self._forward(pixel_values, *args, **kwargs)
-            return self._forward_per_image(pixel_values, inspect.signature(self._forward).bind(pixel_values, *args, **kwargs))
-
-    def _forward_per_image(self, pixel_values, call):
-        x = as_pixel_values(pixel_values, self.config.num_channels, self.dtype)  # errors name the batch index
-        options = dict(call.arguments)
-        del options["pixel_values"]
-        labels = options.pop("labels", None)
-        trace = options.pop("trace", None)
-        traced = trace is not None and trace is not no_trace
-        B = x.shape[0]
-        outputs, recorders = [None] * B, [Recorder() for _ in range(B)] if traced else None
-
-        def one_image(b):
-            extra = {"trace": recorders[b]} if traced else {}
-            outputs[b] = self._forward(x[b : b + 1], **options, **extra)
-
-        if is_counting():  # a MAC count belongs to the calling thread (npformer.macs): run the images here
-            for b in range(B):
-                one_image(b)
-        else:
-            parallel_for(B, one_image)
-        fields = {f.name: concatenate([getattr(o, f.name) for o in outputs]) for f in dataclasses.fields(outputs[0])}
-        if labels is not None:
-            fields["loss"] = classification_loss(fields["logits"], labels, self.config)
-        if traced:
-            for k, (name, _) in enumerate(recorders[0].calls):
-                trace(name, np.concatenate([r.calls[k][1] for r in recorders], axis=0))
-        return type(outputs[0])(**fields)
+            x = as_pixel_values(pixel_values, self.config.num_channels, self.dtype)  # errors name the batch index
+            return per_image(self, x, *args, **kwargs)
 
     def _head(self, pooled, name: str, trace):  # [B, C] -> [B, num_labels]
         """The linear classifier head `name` on pooled features (recorded under its name); the pooled
@@ -262,29 +208,13 @@ class PreTrainedModel:
         checkpoint into this class (dropping heads it does not use, as transformers does);
         `fuse=True` gives the fused fast path (`fuse`); `image_size` and `attention_bias_resize`
         as `npformer.load`. `path` may be a Hugging Face hub id (`revision`, `cache_dir`,
-        `local_files_only`, `token`: see npformer/hub.py)."""
-        from ..hub import MODEL_FILES, resolve
-        from .attention_bias import load_at_size
-
-        path = resolve(path, MODEL_FILES, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only,
-                       token=token)
-        config, tensors, _ = load_at_size(path, attention_generation, image_size, attention_bias_resize, dtype)
-        if config.model_type != cls.family:
-            raise InputError(f"{path} holds a {config.model_type} model; {cls.__name__} is a {cls.family}")
-        # what the two-head classifier has beyond this class (heads; SwiftFormer's head norm) is dropped
-        unused = set(cls.weight_schema(config, 2)) - set(cls.weight_schema(config, cls.num_heads))
-        model = cls(config, {k: v for k, v in tensors.items() if k not in unused}, dtype=dtype)
-        return model.fuse() if fuse else model
+        `local_files_only`, `token`: see npformer/hub.py). npformer.loading reads it (`load_into`)."""
+        return CHECKPOINT_IO["load_into"](cls, path, dtype, attention_generation, fuse, image_size,
+                                          attention_bias_resize, revision=revision, cache_dir=cache_dir,
+                                          local_files_only=local_files_only, token=token)
 
     def save_pretrained(self, path, source="npformer", checkpoint="", format="npformer", **options) -> None:
-        """Write an npformer weight file (float32); `format="transformers"` or `"timm"`: a directory
-        those libraries load to the same logits (`options`: see npformer/checkpoints/export.py)."""
-        if self.fused:
-            raise InputError("a fused model has no BatchNorm weights to save: save the model before .fuse()")
-        if format != "npformer" or options:
-            from ..checkpoints.export import export
-
-            export(path, format, self.config, self.weights, type(self).__name__, **options)
-            return
-        meta = make_metadata(self.family, type(self).__name__, self.config.to_dict(), source, checkpoint)
-        save_weights(path, {k: v.astype(np.float32) for k, v in self.weights.items()}, meta)
+        """Write an npformer weight file (float32); `format="transformers"`, `"timm"` or `"tf"`: a directory
+        those libraries load to the same logits (`options`: see npformer/checkpoints/export.py).
+        npformer.loading writes it (`save`)."""
+        CHECKPOINT_IO["save"](self, path, source, checkpoint, format, **options)

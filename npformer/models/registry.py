@@ -3,18 +3,16 @@
 A family is one folder, `models/<name>/`, of three modules:
 
     config.py   its config class (transformers' fields) and the published variants
-    schema.py   its checkpoint contract: the tensors a model has and what its blocks are called
-                (`stages`, `weight_schema`, `batch_norm_folds`, `traced_names`, `attention_blocks`,
-                `attention_bias_grids` and `config_at_size`: what another input size changes),
-                and how foreign checkpoints name them (`KEY_MAPS`, `HEAD_KEYS`, `FINGERPRINTS`, `foreign_shape`,
-                `config_from_tensors`, `check_derived_buffer`, `derived_buffers`, `transformers_heads`,
-                `ARCHITECTURES`, `SIGNATURE`)
+    schema.py   its checkpoint contract: the tensors a model has, what its blocks are called and
+                how foreign checkpoints name them (the typed list: `models/contract.py`)
     model.py    the forward pass a learner reads top to bottom, and the model classes
 
 and one `Family` entry below. Loading, conversion, seeded weights, the CLI, parity and the
-teaching helpers ask this table and never compare family names. The model module is named here,
-not imported: checkpoint code needs configs and schemas only, and model code needs checkpoint
-code (to load), so importing it here would close a cycle; `model_class` imports it on demand.
+teaching helpers ask this table and never compare family names.
+
+This table is the families' contract (configs and schemas), below both the model code and the
+checkpoint code, and it imports neither: the model classes by name are in `models/classes.py`,
+the PyTorch references of the oracle tier in `npformer/tools/references/`.
 """
 
 from __future__ import annotations
@@ -42,8 +40,6 @@ class Family:
     article: str  # "an" EfficientFormer, "a" SwiftFormer
     config: type  # its ClassifierConfig subclass
     schema: ModuleType  # its checkpoint contract (schema.py)
-    model_module: str  # where its model classes live (imported on demand by `model_class`)
-    reference_module: str  # how the oracle tier builds its PyTorch references (imports torch when used)
     processor: str | None  # the transformers image processor class its checkpoints use (None: no transformers port)
     recipes: dict  # preprocessing recipe by checkpoint source ("transformers", "timm", "original")
     own_recipe: str  # the published checkpoints' recipe: `--processor published`, and weights of any other source
@@ -54,7 +50,7 @@ class Family:
     timm_names: dict = field(default_factory=dict)  # variant -> timm model name
     timm_tag: str = ""  # the pretrained tag of timm's weights: repo `timm/<name>.<tag>` on the hub
     hub_ids: dict = field(default_factory=dict)  # variant -> the published transformers checkpoint
-    attention_generations: dict | None = None  # SwiftFormer: the two attention generations (spec §4.2)
+    attention_generations: dict | None = None  # SwiftFormer: its two attention generations (config.py)
 
     @property
     def variants(self) -> dict:
@@ -65,17 +61,11 @@ class Family:
         """The model class a checkpoint with `num_heads` classifier heads becomes."""
         return self.schema.ARCHITECTURES[num_heads]
 
-    @property
-    def reference(self) -> ModuleType:
-        """The family's reference module (`reference.py`: PyTorch reference builders, parity cases)."""
-        return importlib.import_module(self.reference_module)
-
 
 FAMILIES = {
     "efficientformer": Family(
         name="efficientformer", display="EfficientFormer", article="an",
         config=efficientformer_config.EfficientFormerConfig, schema=efficientformer_schema,
-        model_module="npformer.models.efficientformer.model", reference_module="npformer.models.efficientformer.reference",
         processor="EfficientFormerImageProcessor",
         recipes={"transformers": "efficientformer-hf", "timm": "timm", "original": "original"},
         own_recipe="efficientformer-hf", default_recipe="efficientformer-hf-default",
@@ -88,7 +78,6 @@ FAMILIES = {
     "swiftformer": Family(
         name="swiftformer", display="SwiftFormer", article="a",
         config=swiftformer_config.SwiftFormerConfig, schema=swiftformer_schema,
-        model_module="npformer.models.swiftformer.model", reference_module="npformer.models.swiftformer.reference",
         processor="ViTImageProcessor",
         recipes={"transformers": "swiftformer-hf", "timm": "timm", "original": "original"},
         own_recipe="swiftformer-hf", default_recipe=None,
@@ -102,7 +91,6 @@ FAMILIES = {
     "efficientformerv2": Family(
         name="efficientformerv2", display="EfficientFormerV2", article="an",
         config=efficientformerv2_config.EfficientFormerV2Config, schema=efficientformerv2_schema,
-        model_module="npformer.models.efficientformerv2.model", reference_module="npformer.models.efficientformerv2.reference",
         processor=None,  # no transformers port: timm's eval transform (crop 0.95, bicubic) is the published one
         recipes={"timm": "timm", "original": "original"},
         own_recipe="timm", default_recipe=None,
@@ -151,20 +139,6 @@ def variant_name(config) -> str | None:
         if all(getattr(config, k) == v for k, v in spec.items()):
             return name
     return None
-
-
-def model_class(architecture: str) -> type:
-    """The npformer model class named `architecture` (transformers' class name)."""
-    for f in FAMILIES.values():
-        if architecture in f.schema.ARCHITECTURES.values():
-            return getattr(importlib.import_module(f.model_module), architecture)
-    raise ConfigError(f"architecture {architecture!r} is not an npformer model class; known: "
-                      + ", ".join(name for f in FAMILIES.values() for name in f.schema.ARCHITECTURES.values()))
-
-
-def architectures() -> dict[str, type]:
-    """Every model class by its transformers name."""
-    return {name: model_class(name) for f in FAMILIES.values() for name in f.schema.ARCHITECTURES.values()}
 
 
 # the class a checkpoint becomes, by family and number of classifier heads

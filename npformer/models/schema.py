@@ -1,4 +1,5 @@
-"""The building blocks every family's weight schema (`<family>/schema.py`) is written with.
+"""The building blocks every family's weight schema (`<family>/schema.py`) is written with, and
+the strict check of a weight dict against a schema (`check_tensors`).
 
 A weight schema is a {tensor name: shape} dict in checkpoint order; these give the tensors of one
 PyTorch module each, with PyTorch's layouts.
@@ -8,6 +9,10 @@ from __future__ import annotations
 
 import re
 from typing import NamedTuple
+
+import numpy as np
+
+from ..errors import CheckpointMismatchError, WeightFileError
 
 
 def conv_schema(name, out_ch, in_ch, k, bias=True):
@@ -93,3 +98,70 @@ def classifier_names(num_heads: int, pooled: str) -> dict[str, str]:
     if num_heads == 1:
         return {"pooled": pooled, "head": "head (= logits)"}
     return {"pooled": pooled, "head": "head", "head_dist": "distillation head", "logits": "(head + head_dist) / 2"}
+
+
+# ---------------------------------------------------------------------------------------------
+# the strict check of tensors against a schema
+
+
+def _names(keys: list, limit: int = 10) -> str:
+    """"a, b, c" — at most `limit` names, then how many more (messages stay one readable line)."""
+    shown = ", ".join(keys[:limit])
+    return shown + (f", ... (+{len(keys) - limit} more)" if len(keys) > limit else "")
+
+
+def key_set_problems(expected, found, what: str = "keys") -> list[str]:
+    """"missing keys (n): a, b, ..." and "unexpected keys (n): ..." of two name collections ([] when equal)."""
+    missing, unexpected = sorted(set(expected) - set(found)), sorted(set(found) - set(expected))
+    return ([f"missing {what} ({len(missing)}): {_names(missing)}"] if missing else []) + \
+        ([f"unexpected {what} ({len(unexpected)}): {_names(unexpected)}"] if unexpected else [])
+
+
+def check_tensors(tensors: dict, schema: dict, source: str) -> None:
+    """Strict check of tensors against a schema {name: shape}; every problem by name.
+
+    Structure (missing / unexpected keys, shapes, non-float dtypes) -> CheckpointMismatchError;
+    then values (`check_values`) -> WeightFileError."""
+    problems = key_set_problems(schema, tensors)
+    for name in sorted(set(schema) & set(tensors)):
+        shape = tuple(schema[name])
+        got = tensors[name]
+        if not isinstance(got, np.ndarray):
+            problems.append(f"{name}: expected an array, got {type(got).__name__}")
+        elif tuple(got.shape) != shape:
+            problems.append(f"{name}: expected shape {shape}, got {tuple(got.shape)}")
+        elif got.dtype.kind != "f":
+            problems.append(f"{name}: expected a floating-point tensor, got {got.dtype}")
+    if problems:
+        raise CheckpointMismatchError(f"{source}: " + "; ".join(problems))
+    check_values(tensors, source)
+
+
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def check_values(tensors: dict, source: str) -> None:
+    """Refuse weights that can only give wrong answers: NaN or ±inf anywhere (every logit downstream
+    would be NaN, or a silently wrong class), values beyond float32's range (inf in a float32 model
+    and in every npformer file), and negative BatchNorm running variances (the normaliser
+    sqrt(var + eps) would be NaN). Raises WeightFileError naming each tensor and count."""
+    problems = []
+    for name in sorted(tensors):
+        values = tensors[name]
+        if values.dtype.kind != "f" or values.size == 0:
+            continue
+        finite = np.isfinite(values)
+        if not finite.all():
+            nan = int(np.isnan(values).sum())
+            inf = int(values.size - finite.sum()) - nan
+            counts = " and ".join(f"{n} {what}" for n, what in ((nan, "NaN"), (inf, "inf")) if n)
+            problems.append(f"{name} ({counts} of {values.size} values)")
+        elif values.dtype.itemsize > 4 and np.abs(values).max() > _FLOAT32_MAX:  # inf once stored as float32
+            problems.append(f"{name} ({int((np.abs(values) > _FLOAT32_MAX).sum())} values beyond float32's range)")
+        elif name.endswith("running_var") and (values < 0).any():
+            problems.append(f"{name} ({int((values < 0).sum())} negative variances, min {float(values.min()):.3g})")
+    if problems:
+        raise WeightFileError(
+            f"{source}: {len(problems)} tensor{'s hold' if len(problems) > 1 else ' holds'} values no trained model has, "
+            f"which can only give NaN or wrong logits: {_names(problems, 5)}"
+        )

@@ -20,7 +20,7 @@ likewise mirrors `transformers.ViTImageProcessor`: the same steps without the ce
       -> normalize       float32: (x - mean) / std with mean/std cast to float32 first.
       -> CHW, stacked to float32 [N, 3, h, w].
 
-Pitfalls these twins exist to get right (see spec numerics.md section 5.1):
+Pitfalls these twins exist to get right:
 
 * The class *docstring* in transformers says resample defaults to BILINEAR and mean/std to
   IMAGENET_STANDARD (0.5, 0.5, 0.5); the *code* defaults are BICUBIC and IMAGENET_DEFAULT

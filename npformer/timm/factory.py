@@ -38,7 +38,8 @@ from ..checkpoints.convert import load_any
 from ..checkpoints.export import timm_pretrained_cfg, timm_variant_config
 from ..errors import CheckpointMismatchError, ConfigError, InputError
 from ..hub import TIMM_FILES, resolve
-from ..models.registry import FAMILIES, Family, family_of, model_class, variant_name
+from ..models.classes import model_class
+from ..models.registry import FAMILIES, Family, family_of, variant_name
 from ..trace import Trace
 
 HUB_PREFIXES = ("hf-hub:", "hf_hub:")

@@ -12,6 +12,8 @@ import numpy as np
 
 from ..checkpoints.convert import foreign_names
 from ..models.registry import family_of
+from . import references
+from .timm_import import import_timm  # noqa: F401 (npformer.tools.oracle.import_timm, as the fixture scripts use it)
 
 
 def _load_into(model, config, weights: dict, num_heads: int, schema: str, strip_prefix: str = ""):
@@ -49,7 +51,7 @@ def _finish(model, dtype):
 
 def hf_model(config, weights: dict, num_heads: int, dtype=np.float32):
     """The transformers 4.40.2 model holding `weights` (canonical names), for `num_heads` classifier heads."""
-    model = _in_dtype(family_of(config).reference.transformers_model(config, num_heads), dtype)
+    model = _in_dtype(references.of(family_of(config)).transformers_model(config, num_heads), dtype)
     # the bare backbone classes have no `efficientformer.` / `swiftformer.` prefix
     _load_into(model, config, weights, num_heads, "transformers", "" if num_heads else f"{config.model_type}.")
     return _finish(model, dtype)
@@ -71,30 +73,10 @@ def hf_forward(model, pixel_values: np.ndarray, **kwargs):
     return result
 
 
-def import_timm():
-    """Import timm on a machine whose torchvision wheel cannot load its compiled ops.
-
-    timm imports torchvision, whose import registers fake kernels for `torchvision::nms` and
-    `qnms` and fails if those operators were never defined (the CUDA torchvision build next to
-    CPU torch). Defining the two schemas first lets the import succeed; no classifier uses them.
-    """
-    import torch
-
-    try:
-        import timm  # noqa: F401
-    except RuntimeError:
-        lib = torch.library.Library("torchvision", "DEF")
-        for op in ("nms", "qnms"):
-            lib.define(f"{op}(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
-        import_timm.library = lib  # keep the definitions alive
-        import timm  # noqa: F401
-    return timm
-
-
 def timm_model(config, weights: dict, dtype=np.float32):
     """timm's model for `config` in eval mode holding `weights` (canonical names are timm's), and
     timm's own original→timm `checkpoint_filter_fn` for that family (None where timm has none)."""
-    model, filter_fn = family_of(config).reference.timm_model(config)
+    model, filter_fn = references.of(family_of(config)).timm_model(config)
     _load_into(_in_dtype(model, dtype), config, weights, 2, "timm")
     return _finish(model, dtype), filter_fn
 

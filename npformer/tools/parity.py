@@ -20,28 +20,29 @@ import zlib
 
 import numpy as np
 
-from ..checkpoints.seeded import seeded_weights
+from ..models.seeded import seeded_weights
 from ..models.registry import FAMILIES
 from ..models.registry import family as family_named
-from ..models.registry import model_class
+from ..models.classes import model_class
+from . import references
 from ..trace import Trace
 
 HEAD_KINDS = {0: "Model", 1: "ForImageClassification", 2: "WithTeacher"}  # fixture prefixes, by classifier heads
 TIMM_STAGES = ("stem", "stages.0", "stages.1", "stages.2", "stages.3", "norm")
 
 # (family, variant, reference, heads) of every parity row, from each family's reference.py
-CASES = [(name, *case) for name, f in FAMILIES.items() for case in f.reference.PARITY_CASES]
+CASES = [(name, *case) for name, f in FAMILIES.items() for case in references.of(f).PARITY_CASES]
 
 
 def reference_config(family: str, variant: str, reference: str):
     """The config a reference implements (e.g. timm's EfficientFormer has LayerNorm eps 1e-5,
     transformers' SwiftFormer attention v1 and timm's v2)."""
-    return family_named(family).reference.reference_config(variant, reference)
+    return references.of(family_named(family)).reference_config(variant, reference)
 
 
 def outputs_compared(family: str, num_heads: int) -> tuple:
     """The output fields a parity check compares whole, for a family's class with `num_heads` heads."""
-    return family_named(family).reference.OUTPUTS[num_heads]
+    return references.of(family_named(family)).OUTPUTS[num_heads]
 
 
 def seeded_pixels(batch: int, size: int = 224, seed: int = 1) -> np.ndarray:
@@ -56,7 +57,7 @@ def npformer_outputs(cfg, weights, num_heads, pixels, dtype, reference="transfor
     model = model_class(fam.architecture(num_heads))(cfg, weights, dtype=dtype)
     model = model.fuse() if fuse else model
     trace = Trace(TIMM_STAGES)
-    out = model(pixels, output_hidden_states=True, trace=trace, **fam.reference.FORWARD_OPTIONS)
+    out = model(pixels, output_hidden_states=True, trace=trace, **references.of(fam).FORWARD_OPTIONS)
     result = {k: getattr(out, k) for k in out.keys()}
     if reference == "timm":
         result["hidden_states"] = tuple(trace[name] for name in TIMM_STAGES)
@@ -69,7 +70,7 @@ def reference_outputs(cfg, weights, num_heads, pixels, dtype, reference) -> dict
     from .oracle import hf_forward, hf_model, timm_forward, timm_model
 
     if reference == "transformers":
-        options = family_named(cfg.model_type).reference.FORWARD_OPTIONS
+        options = references.of(family_named(cfg.model_type)).FORWARD_OPTIONS
         return hf_forward(hf_model(cfg, weights, num_heads, dtype), pixels, output_hidden_states=True, **options)
     model, _ = timm_model(cfg, weights, dtype)
     return timm_forward(model, pixels, TIMM_STAGES)
@@ -127,7 +128,7 @@ def parity_table(families=tuple(FAMILIES), variants=None, references=("transform
     import torch
     import transformers
 
-    from .oracle import import_timm
+    from .timm_import import import_timm
 
     timm = import_timm()
     torch.set_num_threads(2)

@@ -96,7 +96,7 @@ def attention_bias(p: Params, cfg, name, num_tokens):  # -> [h, N, N]
 
 
 def attention(x, p: Params, cfg, trace, name):  # [B, N, C] -> ([B, N, C], [B, h, N, N])
-    """Multi-head self-attention with a learned bias per head and relative offset (§2.3 of the spec)."""
+    """Multi-head self-attention with a learned bias per head and relative offset (|Δrow|, |Δcol|) between query and key."""
     bias = attention_bias(p, cfg, name, x.shape[1])  # [h, N, N]
     out, probs = multi_head_attention(
         x, p[f"{name}.qkv.weight"], p[f"{name}.qkv.bias"], p[f"{name}.proj.weight"], p[f"{name}.proj.bias"],

@@ -1,7 +1,7 @@
 """EfficientFormer (V1)'s checkpoint contract: which tensors a model has, what each block is
 called, which BatchNorms fold, and how the three foreign key schemas name the same tensors.
 
-npformer's canonical names are timm's. The same tensors in the other two schemas (spec §7.1):
+npformer's canonical names are timm's. The same tensors in the other two schemas:
 
     canonical / timm                      transformers (…WithTeacher)                                original (snap-research)
     stem.conv1                            efficientformer.patch_embed.convolution1                   patch_embed.0

@@ -2,7 +2,7 @@
 which BatchNorms fold, and how the original repo names the same tensors.
 
 npformer's canonical names are timm's (there is no transformers port). The same tensors in the
-original snap-research schema (spec §7.2):
+original snap-research schema:
 
     canonical / timm                              original (snap-research)
     stem.conv1.conv / stem.conv1.bn               patch_embed.0 / patch_embed.1   (2: GELU, then .3 / .4)

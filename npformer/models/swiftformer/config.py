@@ -1,5 +1,5 @@
 """SwiftFormer's config: transformers 4.40.2's `SwiftFormerConfig`, field for field, plus the
-attention generation the weights were trained with (spec §4.2), which transformers does not have.
+attention generation the weights were trained with, which transformers does not have.
 
     >>> SwiftFormerConfig.variant("xs", attention_generation="v2").embed_dims
     [48, 56, 112, 220]
@@ -21,7 +21,7 @@ VARIANTS = {
     "l3": dict(embed_dims=[64, 128, 320, 512], depths=[4, 4, 12, 6]),
 }
 
-# SwiftFormer's two attention generations (spec §4.2): they need different weights.
+# SwiftFormer's two attention generations: they need different weights.
 ATTENTION_GENERATIONS = {
     "v1": "softmax over a size-1 axis, so every weight is 1 (transformers; original release, March 2023)",
     "v2": "L2 normalisation over tokens (timm; original repo from 2023-07-26, retrained checkpoints)",

@@ -28,9 +28,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from ... import kernels
 from ...layers import ACTIVATIONS, conv2d, gelu, l2_normalize, linear, relu, softmax
 from ...losses import classification_loss
-from ...macs import count_matmul
 from ...outputs import BaseModelOutputWithNoAttention, ImageClassifierOutputWithNoAttention
 from ...params import Params
 from ...trace import no_trace
@@ -83,8 +83,7 @@ def additive_attention(x, p: Params, cfg, trace, name):  # [B, N, C] -> [B, N, C
     C = x.shape[-1]
     q = l2_normalize(linear(x, p[f"{name}.to_query.weight"], p[f"{name}.to_query.bias"]), axis=-1)  # [B, N, C]
     k = l2_normalize(linear(x, p[f"{name}.to_key.weight"], p[f"{name}.to_key.bias"]), axis=-1)  # [B, N, C]
-    count_matmul(q, p[f"{name}.w_g"])  # the one product here not inside `linear` (see npformer.macs)
-    scores = np.matmul(q, p[f"{name}.w_g"]) * C**-0.5  # [B, N, 1]
+    scores = kernels.matmul(q, p[f"{name}.w_g"]) * C**-0.5  # [B, N, 1]
     if cfg.attention_generation == "v1":
         # transformers and the first original release: a softmax over the last axis, which has size 1,
         # so every weight is exactly 1.0 and G is the plain sum of the queries (w_g has no effect).

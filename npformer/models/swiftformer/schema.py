@@ -1,7 +1,7 @@
 """SwiftFormer's checkpoint contract: which tensors a model has, what each block is called,
 which BatchNorms fold, and how the three foreign key schemas name the same tensors.
 
-npformer's canonical names are timm's. The same tensors in the other two schemas (spec §7.3):
+npformer's canonical names are timm's. The same tensors in the other two schemas:
 
     canonical / timm                      transformers                                               original (Amshaker)
     stem.0                                swiftformer.patch_embed.patch_embedding.0                  patch_embed.0
@@ -11,7 +11,7 @@ npformer's canonical names are timm's. The same tensors in the other two schemas
     stages.0.blocks.2.attn.proj           swiftformer.encoder.network.0.blocks.2.attn.proj           network.0.2.attn.Proj
     norm / head / head_dist               norm / head / dist_head                                    norm / head / dist_head
 
-SwiftFormer's attention generation (spec §4.2) is never guessed: transformers checkpoints are v1,
+SwiftFormer's attention generation is never guessed: transformers checkpoints are v1,
 timm checkpoints v2, and for an original `.pth` the caller must say which (`SOURCE_GENERATION`).
 The forward that uses these names is `model.py`.
 """

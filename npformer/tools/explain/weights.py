@@ -9,10 +9,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ...checkpoints.seeded import seeded_weights
+from ...models.seeded import seeded_weights
 from ...errors import InputError
 from ...loading import load
-from ...models.registry import FAMILIES, model_class, variant_name
+from ...models.classes import model_class
+from ...models.registry import FAMILIES, variant_name
 from ...preprocess import make_processor, recipe
 
 

@@ -5,8 +5,8 @@
 from __future__ import annotations
 
 from ...errors import ConfigError
-from .config import SwiftFormerConfig
-from .schema import ARCHITECTURES
+from ...models.swiftformer.config import SwiftFormerConfig
+from ...models.swiftformer.schema import ARCHITECTURES
 
 # (variant, reference, classifier heads) of every parity row
 PARITY_CASES = ([(v, "transformers", h) for v in ("xs", "s", "l1", "l3") for h in (2, 0)]
@@ -33,7 +33,7 @@ def transformers_model(config: SwiftFormerConfig, num_heads: int):
 
 def timm_model(config: SwiftFormerConfig):
     """(timm's SwiftFormer built for `config`, timm's original→timm `checkpoint_filter_fn`)."""
-    from ...tools.oracle import import_timm
+    from ..timm_import import import_timm
 
     import_timm()
     from timm.models import swiftformer

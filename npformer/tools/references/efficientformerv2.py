@@ -1,11 +1,11 @@
 """The PyTorch reference for EfficientFormerV2, for the oracle tier (`npformer.tools.oracle`,
 `npformer.tools.parity`): timm (there is no transformers port; timm is also a sufficient oracle
-for the original repo's schema, spec §12.2). torch is imported only when a function runs."""
+for the original repo's schema: timm's V2 module computes the original forward). torch is imported only when a function runs."""
 
 from __future__ import annotations
 
 from ...errors import ConfigError
-from .config import EfficientFormerV2Config
+from ...models.efficientformerv2.config import EfficientFormerV2Config
 
 # (variant, reference, classifier heads) of every parity row
 PARITY_CASES = [(v, "timm", 2) for v in ("s0", "s1", "s2", "l")]
@@ -23,7 +23,7 @@ def reference_config(variant: str, reference: str) -> EfficientFormerV2Config:
 def timm_model(config: EfficientFormerV2Config):
     """(timm's EfficientFormerV2 built for `config`, None: timm has no original→timm filter for V2).
     Load weights before calling eval(): timm caches the gathered attention bias in eval mode."""
-    from ...tools.oracle import import_timm
+    from ..timm_import import import_timm
 
     import_timm()
     from timm.models import efficientformer_v2

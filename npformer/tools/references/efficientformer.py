@@ -7,8 +7,8 @@ from __future__ import annotations
 import numpy as np
 
 from ...layers import attention_bias_index
-from .config import EfficientFormerConfig
-from .schema import ARCHITECTURES
+from ...models.efficientformer.config import EfficientFormerConfig
+from ...models.efficientformer.schema import ARCHITECTURES
 
 # (variant, reference, classifier heads) of every parity row
 PARITY_CASES = ([(v, "transformers", h) for v in ("l1", "l3", "l7") for h in (2, 1, 0)]
@@ -28,7 +28,7 @@ def transformers_model(config: EfficientFormerConfig, num_heads: int):
     import transformers
 
     hf_config = transformers.EfficientFormerConfig(**config.to_dict())
-    hf_config.hidden_size = config.width  # WithTeacher sizes its heads with it (spec §6.1)
+    hf_config.hidden_size = config.width  # WithTeacher sizes its heads with it; EfficientFormerConfig does not declare it
     model = getattr(transformers, ARCHITECTURES[num_heads])(hf_config)
     for name, buf in model.named_buffers():  # the bias index npformer's converter checks checkpoints against
         if name.endswith("attention_bias_idxs"):
@@ -39,7 +39,7 @@ def transformers_model(config: EfficientFormerConfig, num_heads: int):
 def timm_model(config: EfficientFormerConfig):
     """(timm's EfficientFormer built for `config`, timm's original→timm `checkpoint_filter_fn`)."""
     from ...errors import ConfigError
-    from ...tools.oracle import import_timm
+    from ..timm_import import import_timm
 
     import_timm()
     from timm.models import efficientformer
