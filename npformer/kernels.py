@@ -74,11 +74,18 @@ def depthwise_conv2d(x, weight, bias, stride, padding):  # [B, C, H, W] -> [B, C
     taps = weight.reshape(C, 1, KH * KW)  # [C, 1, KH·KW]
     out = np.empty((B, C, 1, OH * OW), dtype=np.result_type(x, weight))
     for c in equal_blocks(C, max(1, DEPTHWISE_BLOCK // (B * OH * OW))):  # channels c
-        windows = np.stack(shifted_windows(x[:, c], KH, KW, stride, padding), axis=2)  # [B, |c|, KH·KW, OH, OW]
-        np.matmul(taps[c], windows.reshape(B, -1, KH * KW, OH * OW), out=out[:, c])  # [B, |c|, 1, N]
+        np.matmul(taps[c], stacked_windows(x[:, c], KH, KW, stride, padding), out=out[:, c])  # [B, |c|, 1, N]
         if bias is not None:
             out[:, c] += bias[c].reshape(-1, 1, 1)
     return out.reshape(B, C, OH, OW)
+
+
+def stacked_windows(x, KH, KW, stride, padding):  # [B, c, H, W] -> [B, c, KH·KW, OH·OW]
+    """The KH·KW shifted windows of each channel, stacked (one copy; freed as soon as its block's
+    product is done, so one block's stack is alive at a time)."""
+    B, c = x.shape[:2]
+    OH, OW = conv_output_size(*x.shape[2:], KH, KW, stride, padding)
+    return np.stack(shifted_windows(x, KH, KW, stride, padding), axis=2).reshape(B, c, KH * KW, OH * OW)
 
 
 ELEMENTWISE_BLOCK = 1 << 17  # values per block: a kernel's temporaries stay in cache
