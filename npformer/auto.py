@@ -30,15 +30,16 @@ refused by name with what to use instead.
 from __future__ import annotations
 
 import inspect
-import json
 from pathlib import Path
 
 import numpy as np
 
 from .checkpoints.convert import load_any, read_transformers_config, timm_directory_weights
 from .checkpoints.export import timm_variant_config
+from .arguments import flag, model_dtype
 from .errors import ConfigError
 from .hub import CONFIG_FILES, MODEL_FILES, PROCESSOR_FILES, resolve
+from .jsonfile import read_json_object
 from .models.classes import model_class
 from .models.registry import FAMILIES, Family, family, family_of
 from .preprocess.constants import PREPROCESSOR_CONFIG_NAME
@@ -81,16 +82,6 @@ def _timm_config(path: Path, config: dict):
     return timm_variant_config(fam, variant, config.get("num_classes", 1000))
 
 
-def _read_json(path: Path) -> dict:
-    try:
-        d = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, ValueError) as err:
-        raise ConfigError(f"{path}: not a readable JSON file ({err})") from None
-    if not isinstance(d, dict):
-        raise ConfigError(f"{path}: expected a JSON object, got {type(d).__name__}")
-    return d
-
-
 def _is_timm_config(config: dict) -> bool:
     return "model_type" not in config and bool({"architecture", "pretrained_cfg"} & set(config))
 
@@ -127,7 +118,7 @@ class AutoConfig:
         local = resolve(path, CONFIG_FILES, **hub)
         file = local / "config.json" if local.is_dir() else local
         if file.suffix == ".json":
-            config = _read_json(file)
+            config = read_json_object(file)
             if _is_timm_config(config):
                 return _timm_config(file, config)
             return read_transformers_config(file.parent, attention_generation)[1]
@@ -146,6 +137,7 @@ class _AutoModel:
         """The model of a hub id, a model directory, an npformer weight file or an original / timm
         checkpoint, as the class `choose` picks for it; `dtype`, `attention_generation`, `fuse` and
         the class's other options (see its from_pretrained) as for `npformer.from_pretrained`."""
+        dtype, fuse = model_dtype(dtype), flag(fuse, "fuse")  # refused before anything is read
         hub = _hub_options(options)
         local = resolve(path, MODEL_FILES, **hub)
         fam, asked = _checkpoint_classes(local, attention_generation)
@@ -205,20 +197,21 @@ class AutoImageProcessor:
         `EfficientFormerImageProcessor.from_dict`."""
         hub = _hub_options(options)
         _refuse("AutoImageProcessor.from_pretrained", options, ["strict", *HUB_OPTIONS])
+        strict = flag(strict, "strict")
         local = resolve(path, PROCESSOR_FILES, **hub)
         directory = local if local.is_dir() else None
         if directory is None and local.suffix != ".json":  # a weight file: what it records, else its source's recipe
             config, _, metadata = load_any(local)
             return make_processor(None, local, family_of(config), metadata)[0]
         file = directory / PREPROCESSOR_CONFIG_NAME if directory is not None else local
-        model_config = _read_json(file.parent / "config.json") if (file.parent / "config.json").is_file() else {}
+        model_config = read_json_object(file.parent / "config.json") if (file.parent / "config.json").is_file() else {}
         if not file.is_file() and _is_timm_config(model_config):  # timm's repos: the eval transform of pretrained_cfg
             from .timm.data import eval_transform, resolve_data_config
 
             return eval_transform(**resolve_data_config(pretrained_cfg=model_config.get("pretrained_cfg") or {}))
         if not file.is_file():
             raise ConfigError(f"{file}: no such file (a model directory's image processor is its {PREPROCESSOR_CONFIG_NAME})")
-        settings = _read_json(file)
+        settings = read_json_object(file)
         named = settings.get("image_processor_type")
         if named is None and settings.get("feature_extractor_type"):  # older configs, read as transformers reads them
             named = settings["feature_extractor_type"].replace("FeatureExtractor", "ImageProcessor")

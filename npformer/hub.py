@@ -24,10 +24,14 @@ import os
 import re
 from pathlib import Path
 
+from .arguments import hub_options, source_path
 from .errors import MissingExtraError, WeightFileError
 
 # what each use needs from a repo: a list of (alternatives in order of preference, required)
-MODEL_FILES = [(("config.json",), True), (("model.safetensors", "pytorch_model.bin"), True),
+# a model's weights: the first of these the repo has (they hold the same weights; PyTorch's first, then
+# the TensorFlow classes' tf_model.h5, which a repo may hold alone; the order of
+# checkpoints/convert.py's TRANSFORMERS_WEIGHT_FILES)
+MODEL_FILES = [(("config.json",), True), (("model.safetensors", "pytorch_model.bin", "tf_model.h5"), True),
                (("preprocessor_config.json",), False)]
 CONFIG_FILES = [(("config.json",), True)]
 PROCESSOR_FILES = [(("preprocessor_config.json", "config.json"), True), (("config.json",), False)]
@@ -35,7 +39,7 @@ PREPROCESSOR_CONFIG_FILES = [(("preprocessor_config.json",), True)]
 TIMM_FILES = [(("model.safetensors", "pytorch_model.bin"), True), (("config.json",), False)]
 
 _REPO_ID = re.compile(r"[A-Za-z0-9_][\w.-]*/[\w.-]*[A-Za-z0-9_]")
-_FILE_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".json", ".tar", ".npz")
+_FILE_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".h5", ".json", ".tar", ".npz")
 
 HOW_TO_INSTALL = "pip install 'npformer[hub]'"
 
@@ -119,7 +123,7 @@ def _download(hub, repo_id: str, alternatives, required: bool, options: dict, fi
 
 
 def resolve(path, files, *, revision=None, cache_dir=None, local_files_only=False, token=None,
-            instead: str = INSTEAD) -> Path:
+            instead: str = INSTEAD, name: str = "path") -> Path:
     """`path` as a local Path: a local file or directory unchanged; a hub id as the snapshot
     directory holding the `files` it needs (MODEL_FILES, CONFIG_FILES, PROCESSOR_FILES ...),
     downloaded by huggingface_hub unless they are cached or downloading is off.
@@ -128,12 +132,18 @@ def resolve(path, files, *, revision=None, cache_dir=None, local_files_only=Fals
     as they are. Raises MissingExtraError (huggingface_hub not installed) or WeightFileError (no
     such repo, revision or file; not cached while offline), each naming the repo and what to do
     (`instead`: how the caller takes files put in place by hand).
+
+    Every entry point that takes a checkpoint passes here first, so the argument checks of
+    npformer/arguments.py run here: `path` (the argument `name`: None, "", a number, bytes, a
+    trailing "/" on a file, a dangling symlink) and the hub options' types, whether or not `path`
+    is a hub id (ConfigError naming the argument).
     """
+    options = hub_options(revision, cache_dir, local_files_only, token)
+    local = source_path(path, name)
     if not is_hub_id(path):
-        return Path(path)
+        return local
     repo_id = path
     hub = _hub_module(repo_id, files, instead)
-    options = {"revision": revision, "cache_dir": cache_dir, "local_files_only": local_files_only, "token": token}
     found = [_download(hub, repo_id, alternatives, required, options, files, instead)
              for alternatives, required in files]
     return next(p for p in found if p is not None).parent  # snapshots/<commit>/: every file of the revision

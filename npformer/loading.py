@@ -14,6 +14,7 @@ import json
 import numpy as np
 
 from .checkpoints.convert import load_any
+from .arguments import model_dtype
 from .checkpoints.weights import make_metadata, save_weights
 from .errors import ConfigError, InputError
 from .hub import MODEL_FILES, resolve
@@ -40,6 +41,7 @@ def load(path, dtype=np.float32, attention_generation=None, fuse=False, image_si
     raises an error saying so. "pairwise" without an image size gives a model that takes any size.
     `metadata` is the weight file's (strings; for other sources, what a conversion would record).
     """
+    dtype = model_dtype(dtype)  # refused before anything is read
     path = resolve(path, MODEL_FILES, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only,
                    token=token)
     config, tensors, metadata = load_at_size(path, attention_generation, image_size, attention_bias_resize, dtype)
@@ -76,6 +78,7 @@ def load_into(cls, path, dtype=np.float32, attention_generation=None, fuse=False
               attention_bias_resize=None, *, revision=None, cache_dir=None, local_files_only=False, token=None):
     """The checkpoint at `path` as a `cls` model (`cls.from_pretrained`): heads the checkpoint has
     beyond the class's are dropped, as transformers does; a checkpoint of another family is refused."""
+    dtype = model_dtype(dtype)  # refused before anything is read
     path = resolve(path, MODEL_FILES, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only,
                    token=token)
     config, tensors, _ = load_at_size(path, attention_generation, image_size, attention_bias_resize, dtype)

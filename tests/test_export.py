@@ -187,7 +187,7 @@ def test_refusals_name_what_the_format_cannot_hold(tmp_path):
         one_head.save_pretrained(tmp_path / "f", format="timm")
     with pytest.raises(InputError, match="fused"):
         hf_l1.fuse().save_pretrained(tmp_path / "g", format="transformers")
-    with pytest.raises(ConfigError, match="format must be one of npformer, transformers, timm"):
+    with pytest.raises(ConfigError, match="format must be one of npformer, transformers, tf, timm"):
         hf_l1.save_pretrained(tmp_path / "h", format="onnx")
     with pytest.raises(ConfigError, match="format='npformer' .* takes no options"):
         hf_l1.save_pretrained(tmp_path / "k.safetensors", strict=False)

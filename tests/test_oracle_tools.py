@@ -128,9 +128,10 @@ def test_shape_mismatch_and_only_in(tmp_path, golden):
     tensors["extra"] = np.zeros(3, np.float32)
     other = tmp_path / "other.safetensors"
     save_file(tensors, str(other), metadata={"format": "npformer-trace"})  # a port's minimal fixture
-    result = compare_fixtures(golden, other)
+    result = compare_fixtures(other, golden)  # the port first, the golden second
     assert result.first_failure.name == "stem" and result.first_failure.max_abs is None
-    assert result.only_in_a == ["logits"] and result.only_in_b == ["extra"]
+    assert result.first_failure.note == "shape [1, 4, 28, 28] vs [1, 16, 28, 28]"
+    assert result.only_in_a == ["extra"] and result.only_in_b == ["logits"]
 
 
 def test_unreadable_and_not_a_fixture(tmp_path, golden, capsys):

@@ -19,7 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ..arguments import source_path
 from ..errors import CheckpointMismatchError, ConfigError, WeightFileError
+from ..jsonfile import read_json_object
 from ..models import registry
 from ..models.registry import Family, family_of, variant_name
 from .keys import foreign_names
@@ -106,10 +108,7 @@ def _out_channels(state: dict, fam: Family, schema: str, source: str):
 
 def read_transformers_config(path: Path, attention_generation=None):
     """(family, config) of a transformers model directory's config.json (SwiftFormer's: attention v1)."""
-    try:  # model_type picks the family
-        model_type = json.loads((path / "config.json").read_text()).get("model_type")
-    except (OSError, ValueError, AttributeError) as err:
-        raise ConfigError(f"{path / 'config.json'}: not a readable JSON config object ({err})") from None
+    model_type = read_json_object(path / "config.json").get("model_type")  # picks the family
     if model_type not in registry.FAMILIES or "transformers" not in registry.FAMILIES[model_type].schema.KEY_MAPS:
         known = ", ".join(n for n, f in registry.FAMILIES.items() if "transformers" in f.schema.KEY_MAPS)
         raise ConfigError(f"{path / 'config.json'}: model_type {model_type!r} is not one npformer implements ({known})")
@@ -121,24 +120,43 @@ def read_transformers_config(path: Path, attention_generation=None):
     return fam, cfg
 
 
-def load_transformers_dir(path: Path, attention_generation=None):
-    """(config, canonical tensors, architecture) from a directory written by `save_pretrained`."""
-    fam, cfg = read_transformers_config(path, attention_generation)
-    model_type = fam.name
-    for filename in ("model.safetensors", "pytorch_model.bin"):
-        if (path / filename).is_file():
-            state = _read_state_dict(path / filename)
-            break
-    else:
-        raise WeightFileError(f"{path}: has config.json but neither model.safetensors nor pytorch_model.bin")
-    prefix = f"{model_type}."
-    if not any(k.startswith(prefix) for k in state):  # saved from the bare backbone class: no prefix
-        state = {prefix + k: v for k, v in state.items()}
-    num_heads = fam.schema.transformers_heads(state, cfg)
-    if cfg.num_labels == 0:  # Identity heads hold no tensors: the class name says what it was
+# a transformers model directory's weight files, in the order npformer prefers them when it holds
+# several (they hold the same weights): PyTorch's two, as transformers' PyTorch classes read them,
+# then the TensorFlow classes' tf_model.h5 (read with h5py, the h5 extra; see checkpoints/h5.py)
+TRANSFORMERS_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "tf_model.h5")
+
+
+def _transformers_heads(fam: Family, cfg, keys) -> int:
+    """Classifier heads of a transformers state dict with these keys (config.json's class when
+    num_labels is 0: Identity heads hold no tensors)."""
+    num_heads = fam.schema.transformers_heads(keys, cfg)
+    if cfg.num_labels == 0:
         architecture = (cfg.extra.get("architectures") or [""])[0]
         num_heads = next((n for n, name in fam.schema.ARCHITECTURES.items() if name == architecture), 0)
-    tensors = to_canonical(state, cfg, num_heads, "transformers", str(path))
+    return num_heads
+
+
+def load_transformers_dir(path: Path, attention_generation=None, weights: Path | None = None):
+    """(config, canonical tensors, architecture) from a directory written by `save_pretrained`
+    (PyTorch or TensorFlow); `weights`: which of its weight files (default: the first of
+    TRANSFORMERS_WEIGHT_FILES it holds)."""
+    fam, cfg = read_transformers_config(path, attention_generation)
+    model_type = fam.name
+    if weights is None:
+        weights = next((path / name for name in TRANSFORMERS_WEIGHT_FILES if (path / name).is_file()), None)
+    if weights is None:
+        raise WeightFileError(f"{path}: has config.json but none of {', '.join(TRANSFORMERS_WEIGHT_FILES)}")
+    if weights.suffix == ".h5":
+        from .h5 import read_tf_state
+
+        state, num_heads = read_tf_state(weights, cfg, lambda keys: _transformers_heads(fam, cfg, keys))
+    else:
+        state = _read_state_dict(weights)
+        prefix = f"{model_type}."
+        if not any(k.startswith(prefix) for k in state):  # saved from the bare backbone class: no prefix
+            state = {prefix + k: v for k, v in state.items()}
+        num_heads = _transformers_heads(fam, cfg, state)
+    tensors = to_canonical(state, cfg, num_heads, "transformers", str(weights if weights.suffix == ".h5" else path))
     return cfg, tensors, fam.architecture(num_heads)
 
 
@@ -203,10 +221,10 @@ def timm_directory_weights(path: Path) -> Path | None:
     timm's `architecture` / `pretrained_cfg` and no `model_type`, and model.safetensors or
     pytorch_model.bin); None for any other directory."""
     try:
-        config = json.loads((path / "config.json").read_text())
-    except (OSError, ValueError):
+        config = read_json_object(path / "config.json")
+    except ConfigError:
         return None  # not timm's; load_transformers_dir says what is wrong with it
-    if not isinstance(config, dict) or "model_type" in config or not {"architecture", "pretrained_cfg"} & set(config):
+    if "model_type" in config or not {"architecture", "pretrained_cfg"} & set(config):
         return None
     for filename in ("model.safetensors", "pytorch_model.bin"):
         if (path / filename).is_file():
@@ -215,11 +233,35 @@ def timm_directory_weights(path: Path) -> Path | None:
                           f"{config.get('architecture')!r}) without model.safetensors or pytorch_model.bin")
 
 
+def check_timm_directory(path: Path, weights: Path, cfg) -> None:
+    """A timm hub directory's config.json must name the model its weight file holds, as timm reads
+    it: timm builds the `architecture` config.json names, with its `num_classes`, and loads the
+    weights into that (refusing weights of another model). Raises ConfigError for a config.json
+    naming no model npformer has, CheckpointMismatchError for one naming another model."""
+    config = read_json_object(path / "config.json")
+    timm_models = {name: (fam, variant) for fam in registry.FAMILIES.values() for variant, name in fam.timm_names.items()}
+    architecture = config.get("architecture")
+    if architecture not in timm_models:
+        raise ConfigError(f"{path / 'config.json'}: architecture {architecture!r} is none of timm's models npformer "
+                          f"has ({', '.join(sorted(timm_models))})")
+    fam, variant = timm_models[architecture]
+    if family_of(cfg) is not fam or variant_name(cfg) != variant:
+        held = f"{family_of(cfg).display} {(variant_name(cfg) or '').upper() or cfg.summary()}"
+        raise CheckpointMismatchError(f"{path}: config.json names timm's {architecture}, but {weights.name} holds "
+                                      f"{held}; timm would refuse to load these weights into {architecture}")
+    num_classes = config.get("num_classes", cfg.num_labels)
+    if num_classes != cfg.num_labels:
+        raise CheckpointMismatchError(f"{path}: config.json says num_classes={num_classes!r}, but {weights.name} has "
+                                      f"{cfg.num_labels} classes")
+
+
 def load_any(path, attention_generation=None, image_size=None):
     """(config, canonical tensors, metadata) from any supported source:
 
     * an npformer weight file (`.safetensors` with npformer metadata),
-    * a transformers model directory (`config.json` + `model.safetensors` or `pytorch_model.bin`),
+    * a transformers model directory (`config.json` + `model.safetensors`, `pytorch_model.bin` or
+      TensorFlow's `tf_model.h5`, preferred in that order), or its `tf_model.h5` (the config.json
+      beside it gives the config),
     * an original (snap-research, Amshaker) or timm checkpoint (`.pth`, `.pt`, `.bin`, `.safetensors`),
       or a timm hub directory holding one (`timm_directory_weights`).
 
@@ -228,16 +270,24 @@ def load_any(path, attention_generation=None, image_size=None):
     `image_size` (H, W): the input size a checkpoint without a config was built for, when its bias
     tables cannot tell (EfficientFormerV2 built for a non-square size); ignored otherwise.
     """
-    path = Path(path)
+    path = source_path(path)  # None, "", bytes ... refused (npformer/arguments.py)
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise WeightFileError(f"{path}: a directory without config.json is not a transformers model directory")
         if (weights := timm_directory_weights(path)) is not None:  # timm's hub layout: the weight file is the checkpoint
-            return load_any(weights, attention_generation, image_size)
+            loaded = load_any(weights, attention_generation, image_size)
+            check_timm_directory(path, weights, loaded[0])
+            return loaded
         cfg, tensors, arch = load_transformers_dir(path, attention_generation)
         return cfg, tensors, _metadata(registry.FAMILIES[cfg.model_type], arch, cfg, "transformers", path)
     if not path.exists():
         raise WeightFileError(f"{path}: no such file or directory")
+    if path.suffix == ".h5":  # a tf_model.h5 holds no config: the config.json beside it says what it is
+        if not (path.parent / "config.json").is_file():
+            raise ConfigError(f"{path}: a TensorFlow weight file holds no config, and there is no config.json beside "
+                              "it; point npformer at the model directory (config.json + tf_model.h5)")
+        cfg, tensors, arch = load_transformers_dir(path.parent, attention_generation, weights=path)
+        return cfg, tensors, _metadata(registry.FAMILIES[cfg.model_type], arch, cfg, "transformers", path)
     if path.suffix == ".safetensors":
         tensors, metadata = read_safetensors(path)
         if metadata.get("format") == "npformer":

@@ -6,6 +6,9 @@ hub directory, from npformer's canonical weights.
                                             (BatchNorm's `num_batches_tracked`, EfficientFormer's
                                             `attention_bias_idxs`), metadata format=pt: what save_pretrained writes
                   preprocessor_config.json  the family's transformers image processor (published settings)
+    tf            config.json               as for transformers (TF's save_pretrained names the PyTorch class)
+                  tf_model.h5               the Keras weights file of transformers' TF class (checkpoints/h5.py; h5py)
+                  preprocessor_config.json  as for transformers
     timm          config.json               timm's hub config: architecture, num_classes, model_args, pretrained_cfg
                   model.safetensors         timm's state_dict: what the `timm/<name>.<tag>` repos hold
 
@@ -13,11 +16,13 @@ hub directory, from npformer's canonical weights.
 `timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=directory + "/model.safetensors"))`
 (or a hub cache holding the directory as `timm/<name>.<tag>`) load them to the logits npformer gives
 (tests/test_export.py). So any checkpoint npformer reads — an original `.pth` too — becomes a
-transformers or timm checkpoint: `export_checkpoint(src, directory, "transformers")`.
+transformers, TensorFlow or timm checkpoint: `export_checkpoint(src, directory, "transformers")`.
+transformers' TF classes (`TFEfficientFormerForImageClassificationWithTeacher.from_pretrained(directory)`)
+load a "tf" directory with no missing or unexpected weights (tests/test_tf_live.py).
 
 What a format cannot hold is refused by name (ConfigError), never written approximately:
-EfficientFormerV2 in transformers (never ported); SwiftFormer's attention v2 in transformers (it
-implements v1) and v1 in timm (v2); in timm, any config its model names do not build and classes
+EfficientFormerV2 in transformers and its TF port (never ported); SwiftFormer's attention v2 in
+transformers and its TF port (they implement v1), and drop_path_rate > 0 there (TFSwiftFormer cannot build it) and v1 in timm (v2); in timm, any config its model names do not build and classes
 other than its two-head classifiers; npformer's own `attention_bias_resize`. One difference is
 allowed on request: timm's EfficientFormer LayerNorm eps is fixed at 1e-5, and weights run by
 transformers with 1e-12 export to timm only with `strict=False` (float32 logits move by ~4e-6).
@@ -32,12 +37,13 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ConfigError, NpformerError
+from ..arguments import output_directory
+from ..errors import ConfigError
 from ..models.registry import Family, family_of, variant_name
 from ..preprocess.constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, PREPROCESSOR_CONFIG_NAME
 from .convert import foreign_names
 
-FORMATS = ("npformer", "transformers", "timm")
+FORMATS = ("npformer", "transformers", "tf", "timm")
 TRANSFORMERS_VERSION = "4.40.2"  # the release these files are checked against (the last with EfficientFormer)
 SAFETENSORS_METADATA = {"format": "pt"}  # transformers refuses safetensors files without it
 NPFORMER_ONLY_FIELDS = ("attention_bias_resize",)  # config fields no reference has
@@ -143,21 +149,24 @@ def _write_json(path: Path, d: dict) -> None:
 
 
 def _directory(path) -> Path:
-    path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise NpformerError(f"{path}: exists and is not a directory; the {', '.join(FORMATS[1:])} formats are directories")
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    """The directory to write, created with its parents (npformer/arguments.py's `output_directory`:
+    None, "" (the current directory), an existing file, a name like `x.safetensors` are refused)."""
+    return output_directory(path, "directory", f"the {', '.join(FORMATS[1:])} formats")
+
+
+def _check_transformers_port(fam: Family, config, target: str, format: str) -> None:
+    """What transformers (PyTorch or TensorFlow, `target`) cannot hold, refused by name."""
+    if "transformers" not in fam.schema.KEY_MAPS:
+        raise ConfigError(f"{fam.display} has no {target} port (transformers never added it), so there is no "
+                          f"{format} format to write: save with format='timm' or format='npformer'")
+    _check_generation(fam, config, "transformers", target)
+    _check_no_npformer_fields(config, target)
 
 
 def save_transformers(directory, config, weights: dict, architecture: str, image_processor=None) -> Path:
     """Write a transformers model directory: config.json, model.safetensors, preprocessor_config.json."""
     fam = family_of(config)
-    if "transformers" not in fam.schema.KEY_MAPS:
-        raise ConfigError(f"{fam.display} has no transformers port (transformers never added it), so there is no "
-                          "transformers format to write: save with format='timm' or format='npformer'")
-    _check_generation(fam, config, "transformers", "transformers")
-    _check_no_npformer_fields(config, "transformers")
+    _check_transformers_port(fam, config, "transformers", "transformers")
     num_heads = _num_heads(fam, architecture)
     state = reference_state_dict(config, weights, num_heads, "transformers")
     if num_heads == 0:  # transformers saves a bare backbone without its base-model prefix
@@ -166,6 +175,30 @@ def save_transformers(directory, config, weights: dict, architecture: str, image
     processor = _processor_config(fam, image_processor)
     directory = _directory(directory)
     _save_state_dict(directory / "model.safetensors", state)
+    _write_json(directory / "config.json", d)
+    _write_json(directory / PREPROCESSOR_CONFIG_NAME, processor)
+    return directory
+
+
+def save_tf(directory, config, weights: dict, architecture: str, image_processor=None) -> Path:
+    """Write a transformers TensorFlow model directory: config.json (as `save_transformers`: TF's
+    save_pretrained names the PyTorch class too), tf_model.h5 (the Keras weights file of
+    `TF<architecture>`, written with h5py: the h5 extra; see checkpoints/h5.py) and
+    preprocessor_config.json. transformers' TF classes (4.40+; TFSwiftFormer 4.41+) load it."""
+    from .h5 import TF_WEIGHTS_NAME, import_h5py, keras_model_name, write_tf_weights
+
+    fam = family_of(config)
+    _check_transformers_port(fam, config, "transformers' TensorFlow", "tf")
+    num_heads = _num_heads(fam, architecture)
+    if fam.attention_generations is not None and config.drop_path_rate > 0:
+        raise ConfigError(f"drop_path_rate={config.drop_path_rate}: transformers' TFSwiftFormer cannot be built with "
+                          "drop path (NotImplementedError); it is training-only, so set config.drop_path_rate = 0.0 "
+                          "before saving")
+    import_h5py("format='tf' (writing tf_model.h5)")
+    d = transformers_config(config, architecture, reference_state_dict(config, weights, num_heads, "transformers"))
+    processor = _processor_config(fam, image_processor)
+    directory = _directory(directory)
+    write_tf_weights(directory / TF_WEIGHTS_NAME, config, weights, num_heads, keras_model_name(f"TF{architecture}"))
     _write_json(directory / "config.json", d)
     _write_json(directory / PREPROCESSOR_CONFIG_NAME, processor)
     return directory
@@ -267,13 +300,14 @@ def save_timm(directory, config, weights: dict, architecture: str, strict: bool 
 
 
 def export(directory, format: str, config, weights: dict, architecture: str, **options) -> Path:
-    """Write `weights` in `format` ("transformers" or "timm") to `directory`; options go to
-    `save_transformers` (image_processor) or `save_timm` (strict)."""
-    writers = {"transformers": save_transformers, "timm": save_timm}
+    """Write `weights` in `format` ("transformers", "tf" or "timm") to `directory`; options go to
+    `save_transformers` / `save_tf` (image_processor) or `save_timm` (strict)."""
+    writers = {"transformers": save_transformers, "tf": save_tf, "timm": save_timm}
     if format == "npformer":
         raise ConfigError(f"format='npformer' (npformer's own weight file) takes no options, got {sorted(options)}")
-    if format not in writers:
+    if not isinstance(format, str) or format not in writers:
         raise ConfigError(f"format must be one of {', '.join(FORMATS)}, got {format!r}")
+    output_directory(directory, "directory", f"the {', '.join(FORMATS[1:])} formats", create=False)  # before any other check
     writer = writers[format]
     takes = [name for name in inspect.signature(writer).parameters if name not in ("directory", "config", "weights",
                                                                                      "architecture")]
@@ -285,7 +319,8 @@ def export(directory, format: str, config, weights: dict, architecture: str, **o
 
 def export_checkpoint(src, directory, format: str, attention_generation=None, **options) -> Path:
     """Any checkpoint npformer reads (npformer file, transformers directory, original or timm
-    checkpoint) written in `format` ("transformers" / "timm") to `directory`, with no torch."""
+    checkpoint, TF directory) written in `format` ("transformers" / "tf" / "timm") to `directory`, with no
+    torch and no TensorFlow."""
     from .convert import load_any
 
     config, tensors, metadata = load_any(src, attention_generation)

@@ -39,7 +39,9 @@ from pathlib import Path
 import numpy as np
 
 from .._version import __version__
-from ..errors import WeightFileError
+from ..arguments import output_file
+from ..errors import CheckpointMismatchError, ConfigError, WeightFileError
+from ..jsonfile import parse_json_object
 from ..models.schema import check_tensors, check_values  # noqa: F401 (the contract's own check, used by every reader)
 
 FORMAT = "npformer"
@@ -65,9 +67,16 @@ def make_metadata(family: str, architecture: str, config: dict, source: str, che
 
 
 def save_weights(path, tensors: dict, metadata: dict) -> None:
-    """Write tensors (made contiguous) and metadata to a safetensors file."""
+    """Write tensors (made contiguous) and metadata to a safetensors file at `path`.
+
+    An npformer weight file is one file whose name ends in .safetensors (the suffix is how every
+    loader recognises it; a directory given to a loader is read as a transformers or timm model
+    directory). So `path` must name a file in an existing directory: an existing directory, a
+    trailing "/", a missing parent or another suffix is refused (npformer/arguments.py's
+    `output_file`) before anything is written. An existing file is replaced."""
     from safetensors.numpy import save_file
 
+    path = output_file(path, "path", instead=", or save with format='transformers', which writes a directory")
     save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(path), metadata=metadata)
 
 
@@ -148,12 +157,12 @@ def validate_metadata(path, metadata: dict) -> None:
         )
     if int(version) < 1:
         raise WeightFileError(f"{path}: npformer format version {version!r} never existed (versions start at 1)")
+    if "config" not in metadata:
+        raise WeightFileError(f"{path}: metadata has no 'config'")
     try:
-        config = json.loads(metadata["config"])
-    except (KeyError, json.JSONDecodeError) as err:
-        raise WeightFileError(f"{path}: metadata has no valid 'config' ({err})") from None
-    if not isinstance(config, dict):
-        raise WeightFileError(f"{path}: metadata 'config' is not a JSON object")
+        parse_json_object(metadata["config"], "metadata 'config'")
+    except ConfigError as err:
+        raise WeightFileError(f"{path}: metadata has no valid 'config': {err}") from None
 
 
 def load_weights(path) -> tuple[dict, dict]:
@@ -165,7 +174,7 @@ def load_weights(path) -> tuple[dict, dict]:
 
 def metadata_config(metadata: dict) -> dict:
     """The config dict stored (as JSON) in a weight file's metadata."""
-    return json.loads(metadata["config"])
+    return parse_json_object(metadata["config"], "metadata config")
 
 
 def count_parameters(tensors: dict) -> int:

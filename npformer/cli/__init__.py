@@ -241,12 +241,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "compare", help="compare two trace fixtures tensor by tensor; find the first beyond tolerance",
-        description=_wrap("Compare trace fixture A with B (the reference) tensor by tensor in A's forward order: "
-                          "shape, max |A−B|, max |A−B| / |B| and whether |A−B| <= atol + rtol·|B| everywhere "
-                          "(np.allclose's test). Prints the rows up to the first tensor beyond tolerance (all "
-                          "rows with --all) and that tensor's name. Exit status 0 when every common tensor is "
-                          "within tolerance, 1 otherwise, 4 for an unreadable file or one that is not a trace "
-                          "fixture."),
+        description=_wrap("Compare trace fixture A (the port's) with B (the golden reference), tensors matched by "
+                          "name, in B's forward order (its `names` metadata): shape, max |A−B|, max |A−B| / |B| and "
+                          "whether |A−B| <= atol + rtol·|B| everywhere (np.allclose's test). A NaN or ±inf on either "
+                          "side fails its tensor (its first position is printed); shape and dtype mismatches are "
+                          "named; B's tensors that A lacks are listed. Prints the rows up to the first tensor beyond "
+                          "tolerance (all rows with --all) and that tensor's name; when B has no `names` metadata no "
+                          "first tensor is named, only those beyond tolerance. Exit status 0 when every common tensor "
+                          "is within tolerance, 1 otherwise, 2 when A and B share no activation besides `input` or a "
+                          "tolerance is not a finite number >= 0, 4 for an unreadable file or one that is not a "
+                          "trace fixture."),
         epilog="examples:\n"
                "  npformer compare port.safetensors golden.safetensors\n"
                "  npformer compare a.safetensors b.safetensors --atol 1e-6 --rtol 1e-5 --all",

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import macs
+from ..arguments import path_text, source_path
 from ..errors import CheckpointMismatchError, NpformerError
 from ..models.attention_bias import at_image_size
 from ..models.registry import FAMILIES
@@ -69,7 +70,7 @@ def cmd_convert(args) -> int:
     from ..checkpoints.convert import convert_checkpoint
     from ..checkpoints.weights import count_parameters, metadata_config, read_safetensors
 
-    src, dst = Path(args.src), Path(args.dst)
+    src, dst = source_path(args.src, "SRC"), Path(path_text(args.dst, "DST"))
     if dst.suffix != ".safetensors":
         raise UsageError(f"{dst}: DST must end in .safetensors (npformer weight files are safetensors files)")
     if dst.is_dir():
@@ -83,7 +84,7 @@ def cmd_convert(args) -> int:
         raise NpformerError(f"{dst.parent}: no such directory to write {dst.name} into")
 
     src_metadata = npformer_file_metadata(src)
-    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")  # written whole, then renamed: no half files
+    tmp = dst.with_name(f".{dst.stem}.{os.getpid()}.tmp{dst.suffix}")  # written whole, then renamed: no half files
     try:
         metadata = convert_checkpoint(src, tmp, attention_generation=args.attention)
         os.replace(tmp, dst)
@@ -150,7 +151,7 @@ def cmd_shapes(args) -> int:
 
     size = input_size(args.size)
     if args.weights is not None:
-        model, _ = load_at_size(args, Path(args.weights), np.float32)
+        model, _ = load_at_size(args, source_path(args.weights, "--weights"), np.float32)
         fam, variant = FAMILIES[model.family], variant_name(model.config)
         name = f"{fam.display}-{variant.upper()}" if variant else f"custom {fam.display} config"
         title = f"{args.weights} ({name})"

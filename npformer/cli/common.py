@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import errors
+from ..arguments import source_path
 from ..errors import NpformerError
 from ..layers import softmax
 from ..models.registry import FAMILIES
@@ -76,7 +77,7 @@ def weights_path(args) -> Path:
     path = args.weights if args.weights is not None else DEFAULT_WEIGHTS
     if path is None:
         raise UsageError(NO_DEFAULT_WEIGHTS)
-    return Path(path)
+    return source_path(path, "--weights")
 
 
 def npformer_file_metadata(path: Path) -> dict | None:

@@ -109,33 +109,64 @@ def _g(value) -> str:
 
 
 def cmd_compare(args) -> int:
-    from ..tools.golden import compare_fixtures
+    """A (the port) against B (the golden): exit 0 within tolerance, 1 beyond it, 2 when the two
+    files share no activation or a tolerance is not a finite number >= 0."""
+    from ..errors import ConfigError, InputError
+    from ..tools.golden import check_tolerances, compare_fixtures
 
-    result = compare_fixtures(args.a, args.b, atol=args.atol, rtol=args.rtol)
-    print(f"A {args.a}  vs  B {args.b}  (atol {args.atol:g}, rtol {args.rtol:g}; rel to |B|)")
-    if not result.rows:
-        print("no tensor names in common")
-        return 1
-    first = result.first_failure
-    shown = result.rows if args.all or first is None else result.rows[: result.rows.index(first) + 1]
-    table = [("name", "shape", "max abs", "max rel", "")]
+    try:
+        check_tolerances(args.atol, args.rtol)
+    except ConfigError as err:  # "atol must be ..."
+        raise UsageError(f"--{err}") from None
+    try:
+        result = compare_fixtures(args.a, args.b, atol=args.atol, rtol=args.rtol)
+    except InputError as err:  # the files share no activation: the wrong pair of files
+        raise UsageError(str(err)) from None
+    print(f"A {args.a}  vs  B {args.b}  (atol {args.atol:g}, rtol {args.rtol:g}; rel to |B|; "
+          f"order: {'B' if result.ordered else 'none, B has no names metadata'})")
+    failures = result.failures
+    if result.ordered:
+        first = failures[0] if failures else None
+        shown = result.rows if args.all or first is None else result.rows[: result.rows.index(first) + 1]
+    else:
+        first = None
+        shown = result.rows if args.all or not failures else failures
+    table = [("name", "shape", "max abs", "max rel", "note", "")]
     for row in shown:
-        shape = shape_text(row.shape_a) if not row.shape_mismatch else f"{shape_text(row.shape_a)} vs {shape_text(row.shape_b)}"
-        table.append((row.name, shape, _g(row.max_abs), _g(row.max_rel), "OK" if row.ok else "NOT OK"))
-    print("\n".join(table_lines(table, "<<>><", indent="  ")))
+        table.append((row.name, shape_text(row.shape_a), _g(row.max_abs), _g(row.max_rel), row.note,
+                      "OK" if row.ok else "NOT OK"))
+    print("\n".join(table_lines(table, "<<>><<", indent="  ")))
     n = len(result.rows)
     if len(shown) < n:
-        print(f"  ... {len(shown)} of {n} tensors shown (up to the first beyond tolerance); --all shows every row, "
-              f"{sum(not r.ok for r in result.rows)} of {n} are beyond tolerance")
-    for label, names in (("only in A", result.only_in_a), ("only in B", result.only_in_b)):
+        print(f"  ... {len(shown)} of {n} tensors shown ("
+              + ("up to the first beyond tolerance" if result.ordered else "those beyond tolerance")
+              + f"); --all shows every row, {len(failures)} of {n} are beyond tolerance")
+    for label, names in (("only in A (not compared)", result.only_in_a),
+                         ("not in A (golden tensors the port lacks, not compared)", result.only_in_b)):
         if names:
             more = f" ... (+{len(names) - 5} more)" if len(names) > 5 else ""
             print(f"{label} ({len(names)}): " + ", ".join(names[:5]) + more)
-    if first is None:
-        print(f"all {n} tensors within tolerance")
+    if not failures:
+        missing = (f"; {len(result.only_in_b)} of B's tensors are not in A and were not compared"
+                   if result.only_in_b else "")
+        print(f"all {n} {'common ' if missing else ''}tensors within tolerance{missing}")
         return 0
-    if first.shape_mismatch:
-        print(f"first tensor beyond tolerance: {first.name} (shape {shape_text(first.shape_a)} vs {shape_text(first.shape_b)})")
+    if first is None:
+        swapped = " (A has one: is A the golden? The golden fixture goes second)" if _has_names(args.a) else ""
+        print(f"B has no names metadata (its forward order), so no first tensor beyond tolerance can be named"
+              f"{swapped}; {len(failures)} of {n} tensors are beyond tolerance: "
+              + ", ".join(row.name for row in failures[:5]) + (" ..." if len(failures) > 5 else ""))
+    elif first.max_abs is None:
+        print(f"first tensor beyond tolerance: {first.name} ({first.note})")
     else:
-        print(f"first tensor beyond tolerance: {first.name} (max abs {_g(first.max_abs)}, max rel {_g(first.max_rel)})")
+        note = f"; {first.note}" if first.note else ""
+        hint = "; A was given other pixel values" if first.name == "input" else ""
+        print(f"first tensor beyond tolerance: {first.name} (max abs {_g(first.max_abs)}, max rel {_g(first.max_rel)}"
+              f"{note}){hint}")
     return 1
+
+
+def _has_names(path) -> bool:
+    from ..tools.golden import read_fixture
+
+    return "names" in read_fixture(path)[2]

@@ -20,6 +20,8 @@ What the verdict can be, in the order it is decided:
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import inspect
 import time
 import traceback
@@ -294,31 +296,47 @@ def _ratio_to(ex, case, mistake, got) -> float:
 
 
 def _copy(value):
-    if isinstance(value, np.ndarray):
-        return value.copy()
-    if isinstance(value, dict):
-        return {k: _copy(v) for k, v in value.items()}
-    if isinstance(value, (tuple, list)):
-        return type(value)(_copy(v) for v in value)
-    return value
+    """A deep copy of an exercise's argument: every call (the learner's, the reference's, each
+    mistake's) gets its own, so nothing one writes into reaches another or the next case."""
+    return copy.deepcopy(value)
 
 
 def _same(a, b) -> bool:
+    """True when `b` is `a` unchanged, all the way down: arrays (shape, dtype, values, NaN where NaN),
+    dicts, lists, tuples, dataclasses such as a config (every field) and other objects (every
+    attribute), scalars."""
+    if type(a) is not type(b):
+        return False
     if isinstance(a, np.ndarray):
-        return isinstance(b, np.ndarray) and a.shape == b.shape and bool(np.array_equal(a, b, equal_nan=True))
+        return a.shape == b.shape and a.dtype == b.dtype and bool(np.array_equal(a, b, equal_nan=a.dtype.kind in "fc"))
     if isinstance(a, dict):
-        return isinstance(b, dict) and a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
     if isinstance(a, (tuple, list)):
-        return isinstance(b, (tuple, list)) and len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
-    return True
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    if dataclasses.is_dataclass(a) or hasattr(a, "__dict__"):
+        return _same(_attributes(a), _attributes(b))
+    try:
+        return bool(a == b) or (a != a and b != b)  # NaN stays NaN
+    except Exception:  # a value whose comparison fails cannot be shown unchanged
+        return False
+
+
+def _attributes(obj) -> dict:
+    """Every field of a dataclass and every attribute in an object's __dict__."""
+    fields = {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)} if dataclasses.is_dataclass(obj) else {}
+    return {**fields, **getattr(obj, "__dict__", {})}
 
 
 def _changed_argument(ex, case, after) -> str | None:
     """A sentence naming the first argument the learner's function wrote into, or None."""
     for name, before, now in zip(parameter_names(ex), case.args, after):
         if not _same(before, now):
-            return (f"your function changed its input {name} in place (case '{case.label}'): work on new arrays "
-                    f"(y = x - m, not x -= m) so that the caller's {name} stays as it was.")
+            if dataclasses.is_dataclass(before):
+                how = f"read {name}'s fields, never set them (for other settings: dataclasses.replace({name}, ...))"
+            else:
+                how = "work on new arrays (y = x - m, not x -= m)"
+            return (f"your function changed its input {name} in place (case '{case.label}'): {how} so that the "
+                    f"caller's {name} stays as it was.")
     return None
 
 

@@ -13,6 +13,7 @@ from types import MappingProxyType
 
 import numpy as np
 
+from ..arguments import model_dtype
 from ..errors import InputError
 from ..fuse import fold_batch_norms, is_folded
 from ..layers import batch_norm, conv2d, linear
@@ -131,9 +132,7 @@ class PreTrainedModel:
 
     def __init__(self, config, weights: dict | None = None, dtype=np.float32):
         self.config = config
-        self.dtype = np.dtype(dtype)
-        if self.dtype not in (np.float32, np.float64):
-            raise InputError(f"dtype must be float32 or float64, got {self.dtype}")
+        self.dtype = model_dtype(dtype)  # float32 or float64
         if weights is None:  # like transformers' Model(config): random weights (here seeded, see checkpoints/seeded.py)
             weights = seeded_weights(config, num_heads=self.num_heads)
         check_tensors(weights, self.weight_schema(config, self.num_heads), source=type(self).__name__)

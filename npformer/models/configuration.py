@@ -20,6 +20,7 @@ from typing import ClassVar
 from pathlib import Path
 
 from ..errors import ConfigError
+from ..jsonfile import read_json_object
 
 # Activations transformers' ACT2FN offers that npformer implements (see layers.py).
 SUPPORTED_ACTIVATIONS = ("gelu", "relu", "gelu_new", "gelu_pytorch_tanh")
@@ -36,6 +37,11 @@ _PASSTHROUGH = {
 }
 
 
+# the largest integer a config field takes: sizes, counts and strides beyond it describe no model, and
+# would overflow NumPy's shapes or memory before any check could name the field
+MAX_INT = 2**31 - 1
+
+
 def _is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -47,7 +53,9 @@ def _type_problem(value, hint) -> str | None:
     if hint is type(None):
         return None if value is None else "expected None"
     if hint is int:
-        return None if _is_int(value) else "expected an integer"
+        if not _is_int(value):
+            return "expected an integer"
+        return None if abs(value) <= MAX_INT else f"beyond any model's sizes (at most {MAX_INT:,})"
     if hint is float:
         return None if isinstance(value, (int, float)) and not isinstance(value, bool) else "expected a number"
     if hint in (bool, str, list, dict):
@@ -120,16 +128,10 @@ class ClassifierConfig:
 
     @classmethod
     def from_json_file(cls, path):
+        """The config in a config.json, read strictly (npformer/jsonfile.py: UTF-8, an object, no key
+        twice, nested at most a few dozen levels); every problem a ConfigError naming the file."""
         path = Path(path)
-        try:
-            d = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise ConfigError(f"{path}: no such config file") from None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise ConfigError(f"{path}: not a readable JSON config ({err})") from None
-        if not isinstance(d, dict):
-            raise ConfigError(f"{path}: expected a JSON object, got {type(d).__name__}")
-        return cls.from_dict(d, source=str(path))
+        return cls.from_dict(read_json_object(path), source=str(path))
 
     @classmethod
     def from_pretrained(cls, path, *, revision=None, cache_dir=None, local_files_only=False, token=None):
@@ -170,7 +172,8 @@ class ClassifierConfig:
             entries = self.list_fields.get(f.name)
             if entries == "bool" and not all(isinstance(v, bool) or v in (0, 1) for v in value):
                 raise ConfigError(f"{f.name}={value!r}: expected true/false entries")
-            if entries in ("int", "positive") and not all(_is_int(v) and v >= (entries == "positive") for v in value):
+            if entries in ("int", "positive") and not all(_is_int(v) and (entries == "positive") <= v <= MAX_INT
+                                                          for v in value):
                 raise ConfigError(f"{f.name}={value!r}: expected {'positive' if entries == 'positive' else 'non-negative'} "
                                   "integer entries")
             if f.name in self.positive_fields and value is not None and value < 1:

@@ -57,6 +57,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError
+from ..jsonfile import read_json_object
 from .constants import (
     IMAGENET_DEFAULT_MEAN,
     IMAGENET_DEFAULT_STD,
@@ -155,17 +156,11 @@ class _HFImageProcessor:
         path = os.fspath(resolve(path, PREPROCESSOR_CONFIG_FILES, revision=revision, cache_dir=cache_dir,
                                  local_files_only=local_files_only, token=token))
         file = os.path.join(path, PREPROCESSOR_CONFIG_NAME) if os.path.isdir(path) else path
-        try:
-            with open(file, "r", encoding="utf-8") as handle:
-                config = json.load(handle)
-        except FileNotFoundError:
+        if not os.path.exists(file):
             raise ConfigError(
                 f"{file}: no such file (expected a directory containing {PREPROCESSOR_CONFIG_NAME} or the JSON file)"
-            ) from None
-        except (OSError, UnicodeDecodeError) as err:
-            raise ConfigError(f"{file}: cannot read: {err}") from err
-        except json.JSONDecodeError as err:
-            raise ConfigError(f"{file}: not valid JSON: {err}") from err
+            )
+        config = read_json_object(file)  # strict: UTF-8, an object, no key twice, a few levels deep
         try:
             return cls.from_dict(config, strict=strict)
         except ConfigError as err:

@@ -10,11 +10,13 @@ defaults. Nothing here compares family names.
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
 from ..errors import ConfigError, WeightFileError
+from ..jsonfile import parse_json_object, read_json_object
+from ..jsonfile import parse_json_object, read_json_object
+from ..jsonfile import parse_json_object, read_json_object
 from .constants import PREPROCESSOR_CONFIG_NAME
 from .processors import EfficientFormerImageProcessor, ViTImageProcessor
 from .recipes import RECIPES, recipe
@@ -33,8 +35,8 @@ def processor_from_config(path: Path, family):
     """(processor, description) from a preprocessor_config.json (or a directory holding one)."""
     file = path / PREPROCESSOR_CONFIG_NAME if path.is_dir() else path
     try:
-        named = json.loads(file.read_text()).get("image_processor_type")
-    except (OSError, UnicodeDecodeError, ValueError, AttributeError):  # from_pretrained says what is wrong
+        named = read_json_object(file).get("image_processor_type")
+    except ConfigError:  # from_pretrained says what is wrong
         named = None
     cls = processor_class(named, family)
     return cls.from_pretrained(file), f"{file} ({cls.__name__})"
@@ -43,10 +45,10 @@ def processor_from_config(path: Path, family):
 def processor_from_metadata(weights: Path, text: str, family):
     """(processor, description) from a weight file's `preprocessor` metadata (a processor's to_dict())."""
     try:
-        config = json.loads(text)
-        cls = processor_class(config.get("image_processor_type"), family)
-    except (ValueError, AttributeError) as err:
-        raise WeightFileError(f"{weights}: metadata 'preprocessor' is not a JSON object ({err})") from None
+        config = parse_json_object(text, "metadata 'preprocessor'")
+    except ConfigError as err:
+        raise WeightFileError(f"{weights}: {err}") from None
+    cls = processor_class(config.get("image_processor_type"), family)
     return cls.from_dict(config), f"the weight file's own ({cls.__name__})"
 
 

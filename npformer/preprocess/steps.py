@@ -16,6 +16,7 @@ repos evaluate with torchvision, so their numbers can differ slightly from HF's
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Iterable, Sequence
 
 import numpy as np
@@ -121,8 +122,17 @@ def timm_scale_size(img_size: int, crop_pct: float) -> int:
     """timm's `transforms_imagenet_eval` resize target: math.floor(img_size / crop_pct).
 
     224 / 0.95 = 235.789... -> 235 (timm's EfficientFormer / SwiftFormer cfgs); 224 / 0.875 -> 256.
+    A crop_pct that is not a finite number > 0, or that leaves no pixel to resize to, is a ConfigError.
     """
-    return math.floor(img_size / crop_pct)
+    if isinstance(img_size, bool) or not isinstance(img_size, numbers.Integral) or img_size < 1:
+        raise ConfigError(f"img_size={img_size!r}: expected a positive integer (the side of the square input)")
+    if isinstance(crop_pct, bool) or not isinstance(crop_pct, numbers.Real) or not 0 < crop_pct < math.inf:
+        raise ConfigError(f"crop_pct={crop_pct!r}: expected a finite number > 0 (the crop's share of the resized "
+                          "image, e.g. 0.95)")
+    side = math.floor(img_size / crop_pct)
+    if side < 1:
+        raise ConfigError(f"crop_pct={crop_pct!r}: resizes a {img_size}-pixel side to {side} pixels")
+    return side
 
 
 def torchvision_center_crop_offsets(height: int, width: int, crop_height: int, crop_width: int) -> tuple[int, int]:

@@ -29,15 +29,16 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
-import json
 from pathlib import Path
 
 import numpy as np
 
+from ..arguments import flag, model_dtype, source_path
 from ..checkpoints.convert import load_any
 from ..checkpoints.export import timm_pretrained_cfg, timm_variant_config
 from ..errors import CheckpointMismatchError, ConfigError, InputError
 from ..hub import TIMM_FILES, resolve
+from ..jsonfile import read_json_object
 from ..models.classes import model_class
 from ..models.registry import FAMILIES, Family, family_of, variant_name
 from ..trace import Trace
@@ -47,6 +48,10 @@ BY_HAND = "pass checkpoint_path= (or pretrained_cfg_overlay=dict(file=...)) nami
 # timm arguments that only matter when training (or to torch's compilers): accepted, no effect
 _NO_EFFECT = ("drop_rate", "drop_path_rate", "drop_block_rate", "attn_drop_rate", "proj_drop_rate", "pos_drop_rate",
               "scriptable", "exportable", "no_jit")
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def timm_names() -> dict[str, tuple[Family, str]]:
@@ -73,16 +78,21 @@ def _hub_config(hub_id: str, revision, cache_dir) -> tuple[str, dict, dict]:
     """(architecture, pretrained_cfg, model_args) of an `hf-hub:` repo, read from its config.json
     as timm's `_parse_model_cfg` reads it (the recorded in_chans and img_size set the input size)."""
     local = resolve(hub_id, [(("config.json",), True)], revision=revision, cache_dir=cache_dir, instead=BY_HAND)
-    try:
-        config = json.loads((local / "config.json").read_text())
-        architecture = config["architecture"]
-        pretrained_cfg = dict(config.get("pretrained_cfg", {}), hf_hub_id=hub_id, source="hf-hub")
-        model_args = dict(config.get("model_args") or {})
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
-        raise ConfigError(f"{local / 'config.json'}: not a timm hub config with an 'architecture' ({err})") from None
+    file = local / "config.json"
+    config = read_json_object(file)
+    architecture = config.get("architecture")
+    if not isinstance(architecture, str):
+        raise ConfigError(f"{file}: not a timm hub config (its 'architecture' is {architecture!r}, not a model name)")
+    for key in ("pretrained_cfg", "model_args"):
+        if not isinstance(config.get(key) or {}, dict):
+            raise ConfigError(f"{file}: {key} must be a JSON object, got {type(config[key]).__name__}")
+    pretrained_cfg = dict(config.get("pretrained_cfg") or {}, hf_hub_id=hub_id, source="hf-hub")
+    model_args = dict(config.get("model_args") or {})
     if "num_classes" in config:
         pretrained_cfg["num_classes"] = config["num_classes"]
     size = pretrained_cfg.get("input_size", (3, 224, 224))
+    if not (isinstance(size, (list, tuple)) and len(size) == 3 and all(_is_int(n) and n > 0 for n in size)):
+        raise ConfigError(f"{file}: pretrained_cfg input_size must be [channels, height, width], got {size!r}")
     if model_args.get("in_chans") is not None:
         pretrained_cfg["input_size"] = size = (model_args["in_chans"], *size[1:])
     if model_args.get("img_size") is not None and pretrained_cfg.get("fixed_input_size", False):
@@ -95,9 +105,9 @@ def _weight_file(pretrained_cfg: dict, checkpoint_path, revision, cache_dir) -> 
     """The weight file to load: `checkpoint_path`, the overlay's `file`, else the hub repo's
     model.safetensors (or pytorch_model.bin)."""
     if checkpoint_path is not None:
-        return Path(checkpoint_path)
-    if pretrained_cfg.get("file"):
-        return Path(pretrained_cfg["file"])
+        return source_path(checkpoint_path, "checkpoint_path")
+    if pretrained_cfg.get("file") is not None:
+        return source_path(pretrained_cfg["file"], "pretrained_cfg_overlay['file']")
     local = resolve(pretrained_cfg["hf_hub_id"], TIMM_FILES, revision=revision, cache_dir=cache_dir, instead=BY_HAND)
     return next(local / f for f in TIMM_FILES[0][0] if (local / f).is_file())
 
@@ -153,14 +163,20 @@ def create_model(model_name: str, pretrained: bool = False, pretrained_cfg=None,
     and local files are read. `dtype` (np.float32 / np.float64) and `fuse` are npformer's."""
     if not isinstance(model_name, str):
         raise ConfigError(f"model_name must be a string, got {type(model_name).__name__}")
-    try:
-        dtype = np.dtype(dtype)
-    except TypeError:
-        raise ConfigError(f"dtype={dtype!r}: npformer runs in np.float32 or np.float64") from None
+    dtype = model_dtype(dtype)
+    pretrained, features_only, fuse = flag(pretrained, "pretrained"), flag(features_only, "features_only"), flag(fuse, "fuse")
+    for name, value in (("pretrained_cfg", pretrained_cfg), ("pretrained_cfg_overlay", pretrained_cfg_overlay)):
+        if value is not None and not isinstance(value, dict):
+            raise ConfigError(f"{name}={value!r:.80}: expected a dict, got {type(value).__name__}")
+    if num_classes is not None and not (_is_int(num_classes) and num_classes >= 0):
+        raise ConfigError(f"num_classes={num_classes!r}: expected a class count (an int >= 0) or None")
     hub_name = next((model_name[len(p):] for p in HUB_PREFIXES if model_name.startswith(p)), None)
     revision, model_args = None, {}
     if hub_name is not None:  # the repo's config.json names the model
         hub_id, _, revision = hub_name.partition("@")
+        if not hub_id:
+            raise ConfigError(f"model_name={model_name!r}: names no hub repo after {model_name[:7]!r} (e.g. "
+                              "'hf-hub:timm/efficientformer_l1.snap_dist_in1k')")
         architecture, cfg, model_args = _hub_config(hub_id, revision or None, cache_dir)
         fam, variant = lookup(architecture)
         cfg = {**timm_pretrained_cfg(fam, variant), **cfg}

@@ -6,7 +6,7 @@ port writes the same names from its own forward pass, and `compare_fixtures` say
 is the first to leave the tolerance — the layer where the port goes wrong.
 
     >>> trace_to_fixture(model, pixel_values, "golden.safetensors")
-    >>> result = compare_fixtures("golden.safetensors", "port.safetensors", atol=1e-4, rtol=1e-4)
+    >>> result = compare_fixtures("port.safetensors", "golden.safetensors", atol=1e-4, rtol=1e-4)
     >>> result.first_failure.name
     'stages.0.blocks.0.mlp.fc2'
 
@@ -25,8 +25,17 @@ in its compute dtype) and one tensor per trace name (`stem.conv1`, `stages.0.blo
     npformer_version
 
 A port's own fixture needs only the tensors under the same names and metadata
-`format="npformer-trace"`; the other keys, `names` included, are optional for the second file
-of a comparison (the order is always taken from the first).
+`format="npformer-trace"`; the other keys, `names` included, are optional for it. A comparison
+is a verdict on the port (A, the first file) against the golden fixture (B, the second):
+
+* "first" is always in the golden fixture's forward order (its `names`); a golden fixture
+  without `names` is still compared tensor by tensor, but no first diverging tensor is named
+  (`first_failure` refuses), never one guessed from alphabetical order;
+* tensors are matched by name; two files that share no activation (`input` alone, the pixels
+  both were given, says nothing about the port) are refused (`InputError`);
+* a NaN or ±inf on either side fails its tensor, reported with its count and first position;
+  a shape mismatch fails it; a dtype mismatch is named (values are compared in float64);
+* the golden tensors the port lacks are listed (`only_in_b`), as are the port's extras.
 """
 
 from __future__ import annotations
@@ -38,7 +47,7 @@ from pathlib import Path
 import numpy as np
 
 from .._version import __version__
-from ..errors import NpformerError, WeightFileError
+from ..errors import ConfigError, InputError, NpformerError, WeightFileError
 
 FIXTURE_FORMAT = "npformer-trace"
 FIXTURE_FORMAT_VERSION = 1
@@ -103,25 +112,37 @@ def read_fixture(path, require_metadata: bool = True) -> tuple[dict, list[str], 
             f"{path}: not an npformer trace fixture (metadata format is {metadata.get('format')!r}, "
             f"expected {FIXTURE_FORMAT!r}; write one with `npformer trace`)"
         )
-    listed: list[str] = []
-    if "names" in metadata:
-        try:
-            listed = json.loads(metadata["names"])
-            if not isinstance(listed, list) or not all(isinstance(n, str) for n in listed):
-                raise ValueError("not a list of strings")
-        except ValueError as err:
-            raise WeightFileError(f"{path}: metadata 'names' is not a JSON list of names ({err})") from None
-        missing = [n for n in listed if n not in tensors]
-        if missing:
-            raise WeightFileError(f"{path}: metadata 'names' lists tensors the file does not hold: {missing[:5]}")
+    listed = _listed_names(path, metadata, tensors)
     order = ([INPUT_NAME] if INPUT_NAME in tensors else []) + [n for n in listed if n != INPUT_NAME]
     order += sorted(set(tensors) - set(order))
     return tensors, order, metadata
 
 
+def _listed_names(path: Path, metadata: dict, tensors: dict) -> list[str]:
+    """The metadata's `names` (the forward order), checked: a JSON list of distinct names of tensors
+    the file holds; [] when the file has no `names`."""
+    if "names" not in metadata:
+        return []
+    try:
+        listed = json.loads(metadata["names"])
+        if not isinstance(listed, list) or not all(isinstance(n, str) for n in listed):
+            raise ValueError("not a list of strings")
+    except (ValueError, RecursionError) as err:  # RecursionError: JSON nested too deep
+        raise WeightFileError(f"{path}: metadata 'names' is not a JSON list of names ({err})") from None
+    missing = [n for n in listed if n not in tensors]
+    if missing:
+        raise WeightFileError(f"{path}: metadata 'names' lists tensors the file does not hold: {missing[:5]}")
+    twice = sorted({n for n in listed if listed.count(n) > 1}) if len(set(listed)) < len(listed) else []
+    if twice:
+        raise WeightFileError(f"{path}: metadata 'names' lists {len(twice)} names more than once, first {twice[0]!r}")
+    return listed
+
+
 @dataclass
 class Row:
-    """One compared tensor. `max_abs` / `max_rel` are None when the shapes differ."""
+    """One compared tensor, A (the port) against B (the golden). `max_abs` / `max_rel` are over
+    the positions where both are finite: None when the shapes differ or no position is. `nonfinite`
+    says where a NaN or ±inf is (it fails the row whatever the tolerances)."""
 
     name: str
     shape_a: tuple
@@ -129,55 +150,133 @@ class Row:
     max_abs: float | None
     max_rel: float | None
     ok: bool
+    dtype_a: str = ""
+    dtype_b: str = ""
+    nonfinite: str | None = None
 
     @property
     def shape_mismatch(self) -> bool:
         return self.shape_a != self.shape_b
 
+    @property
+    def dtype_mismatch(self) -> bool:
+        return self.dtype_a != self.dtype_b
+
+    @property
+    def note(self) -> str:
+        """What besides the figures a reader must know: non-finite values, shapes, dtypes."""
+        notes = [self.nonfinite] if self.nonfinite else []
+        if self.shape_mismatch:
+            notes.append(f"shape {_shape(self.shape_a)} vs {_shape(self.shape_b)}")
+        if self.dtype_mismatch:
+            notes.append(f"dtype {self.dtype_a} vs {self.dtype_b}")
+        return "; ".join(notes)
+
+
+def _shape(shape) -> str:
+    return "[" + ", ".join(str(int(d)) for d in shape) + "]"
+
 
 @dataclass
 class Comparison:
-    rows: list[Row]
+    """The rows of a comparison of A (the port) with B (the golden), in B's forward order."""
+
+    rows: list[Row]  # in B's forward order, `input` first (sorted by name when B records no order)
     atol: float
     rtol: float
-    only_in_a: list[str] = field(default_factory=list)
-    only_in_b: list[str] = field(default_factory=list)
+    only_in_a: list[str] = field(default_factory=list)  # the port's extra tensors (not compared)
+    only_in_b: list[str] = field(default_factory=list)  # the golden tensors the port lacks (not compared)
+    ordered: bool = True  # B records its forward order (metadata `names`)
+    golden: str = "B"  # what B is called in messages (its path)
+
+    @property
+    def failures(self) -> list[Row]:
+        return [row for row in self.rows if not row.ok]
 
     @property
     def first_failure(self) -> Row | None:
-        return next((row for row in self.rows if not row.ok), None)
+        """The first tensor beyond tolerance in the golden's forward order; None when there is none.
+        Refused (InputError) when some fail but the golden fixture records no order."""
+        failures = self.failures
+        if failures and not self.ordered:
+            raise InputError(f"{self.golden}: has no metadata 'names' (the forward order), so no first diverging "
+                             f"tensor can be named; {len(failures)} of {len(self.rows)} tensors are beyond tolerance "
+                             f"(`failures` lists them); write the golden fixture with `npformer trace`")
+        return failures[0] if failures else None
 
     @property
     def ok(self) -> bool:
-        return bool(self.rows) and self.first_failure is None
+        return bool(self.rows) and not self.failures
+
+
+def nonfinite_text(label: str, x: np.ndarray) -> str | None:
+    """"A: 2 NaN, 1 +inf, first at [0, 3, 1, 1]" for an array with non-finite values, else None."""
+    bad = ~np.isfinite(x)
+    if not bad.any():
+        return None
+    nan, pos = int(np.isnan(x).sum()), int(np.isposinf(x).sum())
+    neg = int(bad.sum()) - nan - pos
+    counts = ", ".join(f"{n} {what}" for n, what in ((nan, "NaN"), (pos, "+inf"), (neg, "-inf")) if n)
+    first = np.unravel_index(int(np.flatnonzero(bad)[0]), x.shape) if x.ndim else ()
+    return f"{label}: {counts}, first at {_shape(first)}"
 
 
 def compare_arrays(name: str, a: np.ndarray, b: np.ndarray, atol: float, rtol: float) -> Row:
     """Row for one tensor: max |a−b|, max |a−b| / max(|b|, tiny) and whether |a−b| ≤ atol + rtol·|b|
-    everywhere (np.allclose's test, with b the reference; NaN anywhere fails)."""
+    everywhere (np.allclose's test, with b the reference). A NaN or ±inf on either side fails the
+    row (the maxima are then over the positions where both are finite); so do unequal shapes."""
+    dtypes = (np.dtype(a.dtype).name, np.dtype(b.dtype).name)
     if a.shape != b.shape:
-        return Row(name, tuple(a.shape), tuple(b.shape), None, None, False)
+        return Row(name, tuple(a.shape), tuple(b.shape), None, None, False, *dtypes)
     a64 = np.asarray(a, dtype=np.float64)
     b64 = np.asarray(b, dtype=np.float64)
-    if a64.size == 0:
-        return Row(name, a.shape, b.shape, 0.0, 0.0, True)
-    diff = np.abs(a64 - b64)
-    scale = np.abs(b64)
-    with np.errstate(invalid="ignore", over="ignore"):
+    nonfinite = "; ".join(t for t in (nonfinite_text("A", a64), nonfinite_text("B", b64)) if t) or None
+    finite = np.isfinite(a64) & np.isfinite(b64)
+    diff = np.abs(a64[finite] - b64[finite])
+    scale = np.abs(b64[finite])
+    if diff.size == 0:
+        return Row(name, a.shape, b.shape, None, None, nonfinite is None, *dtypes, nonfinite)
+    with np.errstate(over="ignore"):
         rel = diff / np.maximum(scale, np.finfo(np.float64).tiny)
-        ok = bool(np.all(diff <= atol + rtol * scale))  # NaN compares False: a failure
-    return Row(name, tuple(a.shape), tuple(b.shape), float(np.max(diff)), float(np.max(rel)), ok)
+        within = bool(np.all(diff <= atol + rtol * scale))
+    return Row(name, tuple(a.shape), tuple(b.shape), float(diff.max()), float(rel.max()), within and nonfinite is None,
+               *dtypes, nonfinite)
+
+
+def check_tolerances(atol, rtol) -> None:
+    """atol and rtol must be finite numbers ≥ 0 (a NaN or negative one fails every tensor)."""
+    for name, value in (("atol", atol), ("rtol", rtol)):
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)) \
+                or not np.isfinite(value) or value < 0:
+            raise ConfigError(f"{name} must be a finite number >= 0, got {value!r}")
+
+
+def _names_text(names: list[str]) -> str:
+    """"3 (stem, stem.conv1, logits)": how many activations a file holds, the first few named."""
+    names = [n for n in names if n != INPUT_NAME]
+    shown = ", ".join(names[:4]) + (f", ... (+{len(names) - 4} more)" if len(names) > 4 else "")
+    return f"{len(names)}" + (f" ({shown})" if names else "")
 
 
 def compare_fixtures(a_path, b_path, atol: float = 1e-4, rtol: float = 1e-4) -> Comparison:
-    """Compare fixture A (e.g. a port's) with fixture B (the reference, e.g. npformer's), tensor by
-    tensor in A's forward order (`input` first), over the names both hold; relative differences
-    are relative to B. Both must be trace fixtures (metadata format "npformer-trace")."""
+    """Compare fixture A (the port's) with fixture B (the golden, e.g. npformer's), tensor by tensor,
+    matched by name, in B's forward order (`input` first); relative differences are relative to B.
+    Both must be trace fixtures (metadata format "npformer-trace"); they must share at least one
+    activation besides `input` (InputError otherwise). See the module docstring for the verdict's rules."""
+    check_tolerances(atol, rtol)
     tensors_a, order_a, _ = read_fixture(a_path)
-    tensors_b, order_b, _ = read_fixture(b_path)
-    rows = [compare_arrays(n, tensors_a[n], tensors_b[n], atol, rtol) for n in order_a if n in tensors_b]
+    tensors_b, order_b, meta_b = read_fixture(b_path)
+    shared = [n for n in order_b if n in tensors_a]
+    if not [n for n in shared if n != INPUT_NAME]:
+        raise InputError(f"{a_path} and {b_path} share no activation"
+                         + (" (only `input`, the pixels both were given)" if shared else "")
+                         + f", so there is nothing to compare: A holds {_names_text(order_a)}, "
+                         f"B holds {_names_text(order_b)}")
+    ordered = "names" in meta_b
+    rows = [compare_arrays(n, tensors_a[n], tensors_b[n], atol, rtol) for n in shared]
     return Comparison(
         rows=rows, atol=atol, rtol=rtol,
         only_in_a=[n for n in order_a if n not in tensors_b],
         only_in_b=[n for n in order_b if n not in tensors_a],
+        ordered=ordered, golden=str(b_path),
     )

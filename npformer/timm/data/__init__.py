@@ -20,12 +20,12 @@ refused by name (ConfigError); training-only arguments are ignored in eval, as t
 from __future__ import annotations
 
 import logging
-import math
 
 import numpy as np
 
 from ...errors import ConfigError
 from ...preprocess import constants
+from ...preprocess.steps import timm_scale_size
 from ...preprocess.torchvision import TorchvisionEvalTransform
 
 _logger = logging.getLogger(__name__)
@@ -104,16 +104,18 @@ def resolve_model_data_config(model, args=None, pretrained_cfg=None, use_test_si
 def eval_transform(input_size=224, interpolation="bilinear", mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD,
                    crop_pct=None, crop_mode=None) -> TorchvisionEvalTransform:
     """timm's `transforms_imagenet_eval` as a batch processor ({"pixel_values": [N, 3, H, W]})."""
-    side = input_size[-2:] if isinstance(input_size, (tuple, list)) else (input_size, input_size)
-    crop_pct = crop_pct or DEFAULT_CROP_PCT
-    scale = [math.floor(s / crop_pct) for s in side]  # timm: the resize before the crop
+    side = tuple(input_size[-2:]) if isinstance(input_size, (tuple, list)) else (input_size, input_size)
+    if len(side) != 2 or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in side):
+        raise ConfigError(f"input_size={input_size!r}: expected a side in pixels or (channels, height, width)")
+    crop_pct = crop_pct or DEFAULT_CROP_PCT  # as timm: 0 and None take the default
+    scale = [timm_scale_size(s, crop_pct) for s in side]  # timm: the resize before the crop, floor(side / crop_pct)
     if (crop_mode or DEFAULT_CROP_MODE) != "center":
         raise ConfigError(f"crop_mode {crop_mode!r} is not implemented; npformer implements timm's 'center' (what "
                           "every pretrained_cfg of its families uses)")
     if scale[0] != scale[1]:
         raise ConfigError(f"input size {tuple(side)} is not square: timm then resizes with ResizeKeepRatio, which "
                           "npformer does not implement (every pretrained_cfg of its families is square)")
-    if interpolation not in INTERPOLATIONS:
+    if not isinstance(interpolation, str) or interpolation not in INTERPOLATIONS:
         raise ConfigError(f"interpolation {interpolation!r} is not one of {', '.join(INTERPOLATIONS)}"
                           + (" ('random' is for training)" if interpolation == "random" else ""))
     return TorchvisionEvalTransform(scale[0], tuple(side), INTERPOLATIONS[interpolation], tuple(mean), tuple(std))
