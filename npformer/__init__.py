@@ -33,6 +33,13 @@ from .models.swiftformer.config import SwiftFormerConfig
 from .models.swiftformer.model import SwiftFormerForImageClassification, SwiftFormerModel
 from .preprocess.processors import EfficientFormerImageProcessor, ViTImageProcessor
 from .timm import create_model
+from .tf_classes import (
+    TFEfficientFormerForImageClassification,
+    TFEfficientFormerForImageClassificationWithTeacher,
+    TFEfficientFormerModel,
+    TFSwiftFormerForImageClassification,
+    TFSwiftFormerModel,
+)
 from .trace import Trace
 
 __all__ = [
@@ -43,4 +50,7 @@ __all__ = [
     "architectures", "__version__",
     "AutoConfig", "AutoImageProcessor", "AutoModel", "AutoModelForImageClassification", "EfficientFormerImageProcessor",
     "ViTImageProcessor", "create_model", "timm",
+    # transformers' TensorFlow class names (npformer/tf_classes.py)
+    "TFEfficientFormerModel", "TFEfficientFormerForImageClassification", "TFEfficientFormerForImageClassificationWithTeacher",
+    "TFSwiftFormerModel", "TFSwiftFormerForImageClassification",
 ]

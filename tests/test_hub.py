@@ -187,7 +187,7 @@ def test_local_files_only_passes_through(hub, monkeypatch):
 
 def test_a_snapshot_without_weights_is_refused_by_name(hub):
     add_repo(hub, L1_REPO, {"config.json": TINY / "hf_safetensors" / "config.json"})
-    with pytest.raises(WeightFileError, match="model.safetensors or pytorch_model.bin not found in the hub cache"):
+    with pytest.raises(WeightFileError, match="model.safetensors or pytorch_model.bin or tf_model.h5 not found in the hub cache"):
         npformer.from_pretrained(L1_REPO)
     assert type(npformer.AutoConfig.from_pretrained(L1_REPO)).__name__ == "EfficientFormerConfig"  # needs config.json only
 

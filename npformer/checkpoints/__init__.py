@@ -1,6 +1,8 @@
-"""Checkpoints: reading them without torch or pickled code (`torchfile.py`), converting every
-family's foreign key schemas to npformer's canonical names (`convert.py`), the npformer weight
-file (`weights.py`) and seeded weights that exercise every path (`seeded.py`).
+"""Checkpoints: reading them without torch or pickled code (`torchfile.py`, `h5.py`), converting
+every family's foreign key schemas to npformer's canonical names (`convert.py`, `keys.py`), the
+npformer weight file (`weights.py`) and the writers of the references' formats (`export.py`).
 
-Imports configs and schemas only, never model code (model code imports this to load).
+Imports the families' contract (configs, schemas, seeded weights) only, never model code.
 """
+
+from . import seeded  # noqa: F401 (npformer.checkpoints.seeded: the seeded weights, kept at their old address)

@@ -71,7 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     weights_help = ("an npformer .safetensors file, a transformers model directory (config.json + "
-                    "model.safetensors or pytorch_model.bin), or an original / timm .pth checkpoint")
+                    "model.safetensors, pytorch_model.bin or TensorFlow's tf_model.h5, the last with the h5 "
+                    "extra), or an original / timm .pth checkpoint")
     # options several commands share, each declared once
     attention = argparse.ArgumentParser(add_help=False)
     attention.add_argument("--attention", choices=GENERATIONS,
@@ -150,6 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="examples:\n"
                "  npformer convert efficientformer_l1_300d.pth efficientformer-l1.safetensors\n"
                "  npformer convert ./efficientformer-l1-300/ l1.safetensors --force\n"
+               "  npformer convert ./tf-efficientformer-l1/ l1.safetensors   # config.json + tf_model.h5\n"
                "  npformer convert SwiftFormer_XS.pth swiftformer-xs.safetensors --attention v1\n"
                "  npformer convert swiftformer_xs.dist_in1k.pth swiftformer-xs-timm.safetensors   # timm: v2\n"
                "  npformer convert eformer_s0_450.pth efficientformerv2-s0.safetensors          # original V2",

@@ -27,7 +27,7 @@ SUPPORTED_ACTIVATIONS = ("gelu", "relu", "gelu_new", "gelu_pytorch_tanh")
 
 # Generic PretrainedConfig fields that do not change an image classifier's numbers: kept verbatim.
 _PASSTHROUGH = {
-    "architectures", "model_type", "transformers_version", "torch_dtype", "_name_or_path",
+    "architectures", "model_type", "transformers_version", "torch_dtype", "dtype", "_name_or_path",
     "return_dict", "output_hidden_states", "output_attentions", "torchscript", "use_bfloat16",
     "tf_legacy_loss", "pruned_heads", "tie_word_embeddings", "chunk_size_feed_forward",
     "is_encoder_decoder", "is_decoder", "cross_attention_hidden_size", "add_cross_attention",

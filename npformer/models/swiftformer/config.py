@@ -52,6 +52,13 @@ class SwiftFormerConfig(ClassifierConfig):
     layer_scale_init_value: float = 1e-5  # initialisation only
     batch_norm_eps: float = 1e-5
     attention_generation: str = "v1"  # npformer's: which additive attention the weights were trained with
+    # written by transformers 4.41 and later (TFSwiftFormer's release; None: not in the file, as 4.40.2
+    # writes it); accepted because none of them changes inference
+    image_size: int | None = None  # stored, unused (transformers: 224)
+    drop_mlp_rate: float | None = None  # the MLPs' dropout: training only (transformers: 0.0)
+    drop_conv_encoder_rate: float | None = None  # the ConvEncoders' dropout: training only (transformers: 0.0)
+
+    LATER_FIELDS: ClassVar[tuple] = ("image_size", "drop_mlp_rate", "drop_conv_encoder_rate")
 
     @classmethod
     def variant(cls, name: str, attention_generation: str = "v1", **overrides) -> "SwiftFormerConfig":
@@ -61,6 +68,10 @@ class SwiftFormerConfig(ClassifierConfig):
             raise ConfigError(f"unknown SwiftFormer variant {name!r}; known: {', '.join(VARIANTS)}")
         spec = dict(VARIANTS[key], num_labels=1000, attention_generation=attention_generation)
         return cls(**{**spec, **overrides})
+
+    def to_dict(self) -> dict:
+        """config.json's fields; those of later transformers only when the config has them."""
+        return {k: v for k, v in super().to_dict().items() if not (k in self.LATER_FIELDS and v is None)}
 
     @property
     def width(self) -> int:
