@@ -174,9 +174,9 @@ def test_an_interrupted_run_resumes_to_the_same_results(tmp_path, monkeypatch):
     expected = digits(batch_size=16, limit=160, output=whole, logits=True)
     part = tmp_path / "part.jsonl"
     with monkeypatch.context() as m:
-        _interrupt_after(m, 4)
+        _interrupt_after(m, 4)  # run_batch patched here: the batches run on this process's threads
         with pytest.raises(EvaluationInterrupted) as stop:
-            digits(batch_size=16, limit=160, output=part, logits=True)
+            digits(batch_size=16, limit=160, output=part, logits=True, backend="threads")
     assert (stop.value.done, stop.value.total, stop.value.output) == (64, 160, part)
     text = part.read_text()
     assert text.endswith("\n") and len(text.splitlines()) == 1 + 64  # the header and four whole batches
@@ -252,34 +252,99 @@ def test_resume_refuses_another_run(tmp_path):
         digits(resume=True)
 
 
-def test_ctrl_c_on_the_command_line_leaves_a_resumable_file(tmp_path):
-    """A real SIGINT to `python -m npformer evaluate`: exit 130, whole lines only, the printed resume
-    command finishes the run, and the file equals an uninterrupted run's."""
+def _interrupt_after_batch(monkeypatch, k):
+    """Ctrl-C on the main thread right after batch k is written: where a real one lands mid-run."""
+    def batch_written(batch, done):
+        if batch == k:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(run_module, "batch_written", batch_written)
+
+
+def test_ctrl_c_on_the_command_line_leaves_a_resumable_file(tmp_path, monkeypatch, capsys):
+    """Ctrl-C after batch 2 (through run.batch_written, deterministic): exit 130, whole batches only,
+    the printed resume command finishes the run, and the file equals an uninterrupted run's."""
     out = tmp_path / "cli.jsonl"
-    argv = [sys.executable, "-m", "npformer", "evaluate", str(FOLDER), "--weights", str(EF), "--output", str(out),
-            "--batch-size", "1", "--workers", "1"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and (not out.exists() or out.read_text().count("\n") < 30):
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGINT)
-    stdout, stderr = proc.communicate(timeout=60)
-    assert proc.returncode == 130, stderr
+    argv = ["evaluate", str(FOLDER), "--weights", str(EF), "--output", str(out), "--batch-size", "8",
+            "--workers", "2", "--limit", "80"]
+    with monkeypatch.context() as m:
+        _interrupt_after_batch(m, 2)
+        assert cli.main(argv) == 130
+    stdout, stderr = capsys.readouterr()
     text = out.read_text()
     done = text.count("\n") - 1
-    assert text.endswith("\n") and 30 <= done < 360 and stdout == ""
-    assert f"npformer: interrupted after {done} of 360 images" in stderr and "Traceback" not in stderr
+    # batch 2 and what the workers had finished by then (at most two batches per worker in flight)
+    assert text.endswith("\n") and done % 8 == 0 and 24 <= done <= 24 + 4 * 8 and stdout == ""
+    assert f"npformer: interrupted after {done} of 80 images" in stderr and "Traceback" not in stderr
     command = stderr.splitlines()[-1].strip()
-    assert command.startswith("npformer evaluate ") and command.endswith("--resume --workers 1 --batch-size 1")
+    assert command.startswith("npformer evaluate ") and command.endswith("--resume --limit 80 --workers 2 --batch-size 8")
     program, *rest = shlex.split(command)
-    assert program == "npformer"
-    resumed = subprocess.run([sys.executable, "-m", "npformer", *rest], capture_output=True, text=True, env=env,
-                             timeout=120)
-    assert resumed.returncode == 0, resumed.stderr
-    assert f"{360 - done} images in" in resumed.stdout and f"{done} read back from the results file" in resumed.stdout
+    assert program == "npformer" and cli.main(rest) == 0
+    resumed = capsys.readouterr().out
+    assert f"{80 - done} images in" in resumed and f"{done} read back from the results file" in resumed
     whole = tmp_path / "whole.jsonl"
-    evaluate(FOLDER, str(EF), output=whole, batch_size=1, workers=2)
+    evaluate(FOLDER, str(EF), output=whole, batch_size=8, limit=80, workers=1)
+    assert out.read_bytes() == whole.read_bytes()
+
+
+# the child of the real-signal test: batch 2 and later wait for a file the test makes only after
+# it has sent SIGINT, so the run cannot finish before its signal however fast or busy the machine
+BLOCKED_CHILD = """
+import sys, time
+from pathlib import Path
+from npformer.evaluation import run
+
+release, started = Path(sys.argv[1]), Path(sys.argv[2])
+real = run.run_batch
+
+def run_batch(k, *args, **kwargs):
+    if k >= 2:
+        started.touch()
+        while not release.exists():
+            time.sleep(0.01)
+    return real(k, *args, **kwargs)
+
+run.run_batch = run_batch
+from npformer.cli import main
+sys.exit(main(sys.argv[3:]))
+"""
+
+
+def test_a_real_sigint_leaves_a_resumable_file(tmp_path):
+    """A real SIGINT to a running `npformer evaluate` process, sent while it waits on batch 2: exit
+    130, batches 0-2 kept (batch 2 finishes after the signal, batch 3 never starts), the printed
+    command resumes it to the uninterrupted run's bytes."""
+    out, release, started = tmp_path / "cli.jsonl", tmp_path / "release", tmp_path / "started"
+    (tmp_path / "child.py").write_text(BLOCKED_CHILD)
+    argv = ["evaluate", str(FOLDER), "--weights", str(EF), "--output", str(out), "--batch-size", "8", "--workers", "1",
+            "--limit", "64"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, str(tmp_path / "child.py"), str(release), str(started), *argv],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        deadline = time.monotonic() + 300  # a hang guard, not a speed bound
+        while not (started.exists() and out.exists() and out.read_text().count("\n") == 1 + 16):
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.2)  # lets the signal reach the child's main thread first; the result does not depend on it
+        release.touch()
+        stdout, stderr = proc.communicate(timeout=300)
+    finally:
+        release.touch()
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, stderr
+    text = out.read_text()
+    assert text.endswith("\n") and text.count("\n") == 1 + 24 and stdout == ""
+    assert "npformer: interrupted after 24 of 64 images" in stderr and "Traceback" not in stderr
+    program, *rest = shlex.split(stderr.splitlines()[-1].strip())
+    resumed = subprocess.run([sys.executable, "-m", "npformer", *rest], capture_output=True, text=True, env=env,
+                             timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "40 images in" in resumed.stdout and "24 read back from the results file" in resumed.stdout
+    whole = tmp_path / "whole.jsonl"
+    evaluate(FOLDER, str(EF), output=whole, batch_size=8, limit=64, workers=2)
     assert out.read_bytes() == whole.read_bytes()
 
 

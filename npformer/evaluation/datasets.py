@@ -24,6 +24,14 @@ follow the devkit's `meta.mat` order, not the class-index (sorted-synset) order,
 does not bundle that mapping. Sort the images into synset folders (the devkit's valprep.sh
 layout, which torchvision's and timm's ImageNet loaders read) or use `LOC_val_solution.csv`.
 
+Every entry a class folder lists is accounted for: a name ending in an image extension is an
+item, whatever the entry is (a regular file, a dangling or looping symbolic link, a FIFO, an
+unreadable file: the run gives each that cannot be read an error record, counted in the report);
+any other name, and a symbolic link to a folder (not followed), is counted as ignored; hidden
+entries (and hidden folders, not entered) are counted as skipped; a class folder with no image
+is named in the dataset's description; a folder that cannot be listed is refused. Files beside
+the class folders (in DATA itself) are counted too.
+
 Items are sorted by their recorded path (relative to the dataset root, "/"-separated), so a
 dataset has one order on every machine and batch k is always images k·B … k·B + B − 1.
 """
@@ -33,12 +41,14 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import os
 import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ..errors import InputError
 from ..labels import IMAGENET_NUM_CLASSES, imagenet_synsets
+from .records import shown
 
 # what a file must end in to be taken as an image (case-insensitive); everything else is ignored
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm")
@@ -67,8 +77,11 @@ class Dataset:
     items: tuple[Item, ...]
     labelling: str  # which rule matched the classes (see `match_classes`); "" when nothing is labelled
     classes: int  # distinct labels
-    ignored: int = 0  # files skipped because their names do not end in an image extension
+    ignored: int = 0  # entries whose names do not end in an image extension, links to folders
     total: int = 0  # items before `limited`
+    hidden: int = 0  # hidden files and folders skipped
+    outside: int = 0  # files beside the class folders, in DATA itself
+    empty_classes: tuple[str, ...] = ()  # class folders holding no image
 
     def file(self, item: Item) -> Path:
         return self.root / item.path
@@ -94,6 +107,13 @@ class Dataset:
             text += f", the first {len(self.items):,} of {self.total:,}"
         if self.ignored:
             text += f"; {self.ignored:,} non-image files ignored"
+        if self.outside:
+            text += f"; {self.outside:,} files beside the class folders ignored"
+        if self.hidden:
+            text += f"; {self.hidden:,} hidden files or folders skipped"
+        if self.empty_classes:
+            names = ", ".join(shown(c) for c in self.empty_classes[:5]) + (" …" if len(self.empty_classes) > 5 else "")
+            text += f"; {len(self.empty_classes):,} class folders hold no image ({names})"
         return text
 
 
@@ -109,8 +129,10 @@ def read_dataset(data, class_names: list[str], ground_truth=None) -> Dataset:
         if ground_truth is not None:
             raise InputError(f"{root}: a ground-truth file goes with an ImageNet validation folder, not with a CSV")
         return _csv_dataset(root, class_names)
-    subfolders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    files = [p for p in root.iterdir() if p.is_file() and not p.name.startswith(".")]
+    listing = _listing(root)
+    entries = [p for p in listing if not p.name.startswith(".")]
+    subfolders = sorted(p for p in entries if p.is_dir())
+    files = [p for p in entries if not p.is_dir()]  # files, dangling links, FIFOs ...
     if ground_truth is not None and subfolders:
         raise InputError(f"{root}: has class subfolders, which label the images already; a ground-truth file goes "
                          "with a flat folder of ILSVRC2012_val_*.JPEG images")
@@ -119,7 +141,8 @@ def read_dataset(data, class_names: list[str], ground_truth=None) -> Dataset:
     if not subfolders:
         raise InputError(f"{root}: no class subfolders (expected DATA/<class>/<image>, a CSV of path,label, or an "
                          "ImageNet validation folder of ILSVRC2012_val_*.JPEG images)")
-    return _class_folder_dataset(root, subfolders, class_names)
+    return _class_folder_dataset(root, subfolders, class_names, outside=len(files),
+                                 hidden=len(listing) - len(entries))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -158,24 +181,47 @@ def _is_image(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_EXTENSIONS
 
 
-def _class_folder_dataset(root: Path, subfolders: list[Path], class_names: list[str]) -> Dataset:
-    found, ignored = [], 0  # (recorded path, class folder name)
+def _listing(folder: Path) -> list[Path]:
+    try:
+        return list(folder.iterdir())
+    except OSError as err:
+        raise InputError(f"{folder}: cannot list this folder ({err.strerror or err})") from None
+
+
+def _walk_error(err: OSError):
+    raise InputError(f"{err.filename}: cannot list this folder ({err.strerror or err}); its images could not be "
+                     "counted")
+
+
+def _class_folder_dataset(root: Path, subfolders: list[Path], class_names: list[str], outside: int = 0,
+                          hidden: int = 0) -> Dataset:
+    found, ignored, empty = [], 0, []  # found: (recorded path, class folder name)
     for folder in subfolders:
-        for path in sorted(folder.rglob("*")):
-            relative = path.relative_to(root)
-            if any(part.startswith(".") for part in relative.parts) or not path.is_file():
-                continue
-            if _is_image(path):
-                found.append((relative.as_posix(), folder.name))
-            else:
-                ignored += 1
+        images = 0
+        for directory, folders, names in os.walk(folder, onerror=_walk_error):  # links to folders: not entered
+            here = Path(directory)
+            hidden += sum(n.startswith(".") for n in folders + names)
+            links = [n for n in folders if not n.startswith(".") and (here / n).is_symlink()]
+            ignored += len(links)
+            folders[:] = sorted(n for n in folders if not n.startswith(".") and n not in links)
+            for name in names:
+                if name.startswith("."):
+                    continue
+                if _is_image(here / name):  # a file, a dangling link, a FIFO ...: the run says what it is
+                    found.append(((here / name).relative_to(root).as_posix(), folder.name))
+                    images += 1
+                else:
+                    ignored += 1
+        if not images:
+            empty.append(folder.name)
     if not found:
         raise InputError(f"{root}: its class subfolders hold no images (files ending in "
                          f"{', '.join(IMAGE_EXTENSIONS)})")
     table, rule = match_classes([c for _, c in found], class_names, f"{root} (class folders)")
     items = tuple(sorted((Item(path, table[c]) for path, c in found), key=lambda item: item.path))
     rule = "folder names = " + rule
-    return Dataset(root, "class folders", items, rule, len(set(table.values())), ignored, len(items))
+    return Dataset(root, "class folders", items, rule, len(set(table.values())), ignored, len(items), hidden, outside,
+                   tuple(empty))
 
 
 def _csv_rows(path: Path) -> list[list[str]]:

@@ -13,17 +13,43 @@ gives the computed bits back. With a PyTorch reference in the same run a record 
 The header names everything the records depend on (the model: the sha256 of its config and
 tensors; the dataset: the sha256 of its item list; batch size, dtype, preprocessing, reference,
 limit); a resumed run must find it unchanged. It has no time stamp or worker count: a run's file
-is byte-identical for any worker count, interrupted and resumed or not.
+is byte-identical for any worker count or backend, interrupted and resumed or not. A part of a
+sharded run (`--shard I/N`) adds `"shard": [I, N]` last; its records are those of its images
+(`shard_images`: a contiguous run of whole batches), indexed as in the whole run.
+
+A file name that is not UTF-8 (a POSIX name of arbitrary bytes) is stored reversibly: `path`
+holds it for reading, each undecodable byte as `\\xNN`, and `path_bytes` the name's bytes in hex
+(`"path":"3/caf\\xe9.png","path_bytes":"332f636166e92e706e67"`); a record of a UTF-8 name has
+no `path_bytes`. A reader takes the name from `path_bytes` when it is there (in Python,
+`bytes.fromhex(h).decode("utf-8", "surrogateescape")`, the name as `os.listdir` gives it).
+
+Records are a schema, checked field by field when a file is read back (`--resume`, `--compare`);
+a line that breaks it is refused with the file, the line and the field:
+
+    index       an integer ≥ 0, its record's position in the file (npformer's files)
+    path        a non-empty string, each path once; `path_bytes` (optional) hex, matching `path`
+    label       null or a class index 0 … K − 1 (K: the model's class count)
+    error       a string; an error record has no prediction fields
+    top5        1 to min(5, K) distinct class indices 0 … K − 1, best first (npformer writes
+                exactly min(5, K)); a JSON string such as "01234" is not a list
+    top5_prob   as many finite probabilities in [0, 1] as `top5`
+    logits      exactly K finite numbers; with `top5` too, `top5` must be their best-first order
+    reference   (npformer's files) top5 / top5_prob / logits as above, and max_abs_logit_diff
+                and max_abs_prob_diff, finite numbers ≥ 0
+
+NaN and ±inf (which Python's JSON reader accepts) are refused wherever a number is due, with
+their position. An npformer file's records may hold no other field.
 
 A file from elsewhere (a port's exported predictions) needs only `path` and `logits` or `top5`
-(class indices, best first; `top5_prob` optional) on each line; lines without `path` are skipped.
+(`top5_prob` optional) on each line; other fields are ignored, as are lines holding neither a
+`path` nor a prediction (e.g. the port's own header) and blank lines.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +59,115 @@ from ..errors import InputError, NpformerError
 FORMAT = "npformer-evaluate"
 FORMAT_VERSION = 1
 TOP_K = 5
+
+
+# ---------------------------------------------------------------------------------------------
+# the schema: each field of a line, checked
+
+
+def shown(text: str) -> str:
+    """`text` as valid UTF-8, for a record's message or a report: the bytes of a file name that
+    are not UTF-8 (surrogate-escaped, as os.listdir gives them) as \\xNN."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        try:
+            return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        except UnicodeEncodeError:  # a lone surrogate that is no escaped byte (a Windows name)
+            return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def path_fields(path: str) -> dict:
+    """{"path": ...} of a record, with "path_bytes" (hex) when the name is not UTF-8."""
+    readable = shown(path)
+    if readable == path:
+        return {"path": path}
+    try:
+        raw = path.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a lone surrogate that is no escaped byte (a Windows name)
+        raw = path.encode("utf-8", "surrogatepass")
+    return {"path": readable, "path_bytes": raw.hex()}
+
+
+def _value(value) -> str:
+    """A field's value as JSON writes it (NaN, Infinity), shortened."""
+    try:
+        text = json.dumps(value, ensure_ascii=False)
+    except (TypeError, ValueError, RecursionError):
+        text = repr(value)
+    return shown(text if len(text) <= 40 else text[:37] + "...")
+
+
+def _field_error(where: str, key: str, problem: str) -> InputError:
+    return InputError(f"{where}: field {key!r} {problem}")
+
+
+def read_path(obj: dict, where: str) -> str:
+    """The image path of a line: `path`, or the name `path_bytes` holds."""
+    path = obj.get("path")
+    if type(path) is not str or not path:
+        raise _field_error(where, "path", f"must be a non-empty string, got {_value(path)}")
+    if "path_bytes" not in obj:
+        return path
+    raw = obj["path_bytes"]
+    try:
+        name = bytes.fromhex(raw).decode("utf-8", "surrogateescape")
+    except (TypeError, ValueError):
+        raise _field_error(where, "path_bytes", f"must be the name's bytes in hex, got {_value(raw)}") from None
+    if shown(name) != path:
+        raise _field_error(where, "path_bytes", f"holds the name {shown(name)!r}, not the `path` {path!r}")
+    return name
+
+
+def _integer(value, where: str, key: str, high: int | None) -> int:
+    """An integer 0 … high − 1 (any ≥ 0 for high None); bools and floats such as 1.0 are refused."""
+    if type(value) is not int:
+        raise _field_error(where, key, f"must be an integer, got {_value(value)}")
+    if value < 0 or (high is not None and value >= high):
+        bound = f"a class index 0–{high - 1} (the model has {high} classes)" if high is not None else "≥ 0"
+        raise _field_error(where, key, f"is {value}; expected {bound}")
+    return value
+
+
+def _numbers(value, where: str, key: str, dtype, length: int | None = None, what: str = "") -> np.ndarray:
+    """A list of finite numbers as an array of `dtype` (finite there too), of `length` when given."""
+    if type(value) is not list or not value:
+        raise _field_error(where, key, f"must be a non-empty list of numbers, got {_value(value)}")
+    if length is not None and len(value) != length:
+        raise _field_error(where, key, f"has {len(value)} values; expected {length}{what}")
+    if not set(map(type, value)) <= {int, float}:
+        i = next(i for i, v in enumerate(value) if type(v) not in (int, float))
+        raise _field_error(where, f"{key}[{i}]", f"is {_value(value[i])}, not a number")
+    try:
+        array = np.array(value, dtype=np.float64)
+        with np.errstate(over="ignore"):
+            array = array.astype(dtype)
+    except OverflowError:  # an integer beyond float64
+        array = np.full(len(value), np.inf)
+    bad = np.flatnonzero(~np.isfinite(array))
+    if bad.size:
+        i = int(bad[0])
+        raise _field_error(where, f"{key}[{i}]", f"is {_value(value[i])}: not a finite {np.dtype(dtype).name} "
+                                                 f"({bad.size} of {len(value)} values are not)")
+    return array
+
+
+def _classes(value, where: str, key: str, num_labels: int | None, exact: bool) -> tuple[int, ...]:
+    """1 to min(5, K) distinct class indices (exactly min(5, K) for `exact`)."""
+    most = TOP_K if num_labels is None else min(TOP_K, num_labels)
+    if type(value) is not list or not 1 <= len(value) <= most or (exact and len(value) != most):
+        expected = f"{most}" if exact else f"1 to {most}"
+        raise _field_error(where, key, f"must be a list of {expected} class indices, best first, got {_value(value)}")
+    classes = tuple(_integer(c, where, f"{key}[{i}]", num_labels) for i, c in enumerate(value))
+    if len(set(classes)) < len(classes):
+        raise _field_error(where, key, f"names a class more than once: {list(classes)}")
+    return classes
+
+
+PREDICTION_FIELDS = ("top5", "top5_prob", "logits")
+RECORD_FIELDS = ("index", "path", "path_bytes", "label", "error", *PREDICTION_FIELDS, "reference")
+REFERENCE_FIELDS = (*PREDICTION_FIELDS, "max_abs_logit_diff", "max_abs_prob_diff")
 
 
 @dataclass
@@ -57,21 +192,43 @@ class Prediction:
         return out
 
     @classmethod
-    def from_json(cls, obj: dict, dtype, where: str) -> "Prediction":
+    def from_json(cls, obj: dict, dtype, where: str, num_labels: int | None = None,
+                  exact: bool = False) -> "Prediction":
+        """The prediction of a line, its fields checked (see the module docstring); `num_labels`:
+        the model's class count, which `logits` and the class indices must fit; `exact`: top5 has
+        exactly min(5, K) classes, as npformer writes it."""
         if "top5" not in obj and "logits" not in obj:
-            raise InputError(f"{where}: a record needs `top5` or `logits`")
-        try:
-            logits = np.asarray(obj["logits"], dtype=dtype) if "logits" in obj else None
-            if "top5" in obj:
-                top5 = tuple(int(c) for c in obj["top5"])
-            else:
-                top5 = tuple(int(c) for c in np.argsort(-logits.astype(np.float64), kind="stable")[:TOP_K])
-            prob = np.asarray(obj["top5_prob"], dtype=dtype) if "top5_prob" in obj else None
-        except (TypeError, ValueError) as err:
-            raise InputError(f"{where}: top5 / top5_prob / logits are not numbers ({err})") from None
-        if not top5 or (logits is not None and logits.ndim != 1):
-            raise InputError(f"{where}: top5 must name at least one class and logits must be one flat list")
+            raise InputError(f"{where}: a prediction needs the field 'top5' or 'logits'")
+        logits = None
+        if "logits" in obj:
+            what = " (the model's classes)" if num_labels is not None else ""
+            logits = _numbers(obj["logits"], where, "logits", dtype, num_labels, what)
+        if "top5" in obj:
+            top5 = _classes(obj["top5"], where, "top5", num_labels if num_labels is not None else (
+                None if logits is None else len(logits)), exact)
+            if logits is not None:
+                _check_order(top5, logits, where)
+        else:
+            top5 = tuple(int(c) for c in np.argsort(-logits.astype(np.float64), kind="stable")[:TOP_K])
+        prob = None
+        if "top5_prob" in obj:
+            if "top5" not in obj:
+                raise _field_error(where, "top5_prob", "needs the field 'top5' (the classes it gives probabilities of)")
+            prob = _numbers(obj["top5_prob"], where, "top5_prob", dtype, len(top5), " (one per top5 class)")
+            if prob.min() < 0 or prob.max() > 1:
+                i = int(np.flatnonzero((prob < 0) | (prob > 1))[0])
+                raise _field_error(where, f"top5_prob[{i}]", f"is {_value(obj['top5_prob'][i])}; a probability is in "
+                                                             "[0, 1]")
         return cls(top5, prob, logits)
+
+
+def _check_order(top5: tuple[int, ...], logits: np.ndarray, where: str) -> None:
+    """`top5` must be the logits' classes best first (ties in any order)."""
+    values = logits[list(top5)]
+    rest = np.delete(logits, list(top5))
+    if np.any(values[:-1] < values[1:]) or (rest.size and rest.max() > values[-1]):
+        best = [int(c) for c in np.argsort(-logits.astype(np.float64), kind="stable")[:len(top5)]]
+        raise _field_error(where, "top5", f"is {list(top5)}, but the line's logits rank the classes {best}")
 
 
 @dataclass
@@ -87,9 +244,9 @@ class Record:
     diffs: tuple[float, float] | None = None  # (max |Δ logit|, max |Δ probability|) against the reference
 
     def to_json(self) -> str:
-        out = {"index": self.index, "path": self.path, "label": self.label}
+        out = {"index": self.index, **path_fields(self.path), "label": self.label}
         if self.error is not None:
-            out["error"] = self.error
+            out["error"] = shown(self.error)
         else:
             out.update(self.prediction.to_json())
         if self.reference is not None:
@@ -98,55 +255,143 @@ class Record:
         return json.dumps(out, separators=(",", ":"), ensure_ascii=False)
 
     @classmethod
-    def from_json(cls, obj: dict, dtype, where: str) -> "Record":
-        try:
-            index, path, label = int(obj["index"]), str(obj["path"]), obj["label"]
-        except (KeyError, TypeError, ValueError):
-            raise InputError(f"{where}: not an npformer evaluate record (needs index, path, label)") from None
+    def from_json(cls, obj, dtype, where: str, num_labels: int | None = None) -> "Record":
+        """A record of an npformer results file, every field checked (see the module docstring)."""
+        if not isinstance(obj, dict):
+            raise InputError(f"{where}: not an npformer evaluate record (a JSON object), got {_value(obj)}")
+        unknown = [k for k in obj if k not in RECORD_FIELDS]
+        if unknown:
+            raise _field_error(where, unknown[0], f"is not a field of an npformer evaluate record "
+                                                  f"({', '.join(RECORD_FIELDS)})")
+        for key in ("index", "path", "label"):
+            if key not in obj:
+                raise _field_error(where, key, "is missing (a record has index, path and label)")
+        index = _integer(obj["index"], where, "index", None)
+        path = read_path(obj, where)
+        label = None if obj["label"] is None else _integer(obj["label"], where, "label", num_labels)
         if "error" in obj:
-            return cls(index, path, label, error=str(obj["error"]))
+            if type(obj["error"]) is not str:
+                raise _field_error(where, "error", f"must be a string, got {_value(obj['error'])}")
+            extra = [k for k in (*PREDICTION_FIELDS, "reference") if k in obj]
+            if extra:
+                raise _field_error(where, extra[0], "is not allowed in an error record (the image had no prediction)")
+            return cls(index, path, label, error=obj["error"])
         reference = diffs = None
         if "reference" in obj:
-            ref = obj["reference"]
-            reference = Prediction.from_json(ref, dtype, where)
-            diffs = (float(ref["max_abs_logit_diff"]), float(ref["max_abs_prob_diff"]))
-        return cls(index, path, label, Prediction.from_json(obj, dtype, where), reference=reference, diffs=diffs)
+            reference, diffs = _reference(obj["reference"], dtype, where, num_labels)
+        prediction = Prediction.from_json(obj, dtype, where, num_labels, exact=True)
+        return cls(index, path, label, prediction, reference=reference, diffs=diffs)
+
+
+def _reference(ref, dtype, where: str, num_labels: int | None) -> tuple[Prediction, tuple[float, float]]:
+    where = f"{where}, reference"
+    if not isinstance(ref, dict):
+        raise InputError(f"{where}: must be a JSON object, got {_value(ref)}")
+    unknown = [k for k in ref if k not in REFERENCE_FIELDS]
+    if unknown:
+        raise _field_error(where, unknown[0], f"is not a field of a reference ({', '.join(REFERENCE_FIELDS)})")
+    diffs = []
+    for key in REFERENCE_FIELDS[3:]:
+        value = ref.get(key)
+        if type(value) not in (int, float) or not np.isfinite(value) or value < 0:
+            raise _field_error(where, key, f"must be a finite number >= 0, got {_value(value)}")
+        diffs.append(float(value))
+    return Prediction.from_json(ref, dtype, where, num_labels, exact=True), tuple(diffs)
 
 
 def make_header(**fields) -> dict:
     return {"format": FORMAT, "format_version": FORMAT_VERSION, **fields}
 
 
-def _json_lines(path: Path):
-    """(line number, parsed JSON, end offset, "file: line N") of every complete line of a file; a
-    torn last line (no newline) is left out, a line that is not JSON refused."""
+BLANK = object()  # what _json_lines gives for a blank line (JSON's null is None)
+
+
+def _json_lines(path: Path, torn_last_line: bool):
+    """(line number, parsed JSON or BLANK, end offset, "file: line N") of every
+    line of a file. With `torn_last_line`, a last line without its newline (an interrupted write)
+    is left out; without, it is read like the others. A line that is not JSON is refused."""
     offset = 0
-    with open(path, "rb") as f:
+    try:
+        f = open(path, "rb")
+    except OSError as err:
+        raise InputError(f"{path}: cannot read ({err.strerror or err})") from None
+    with f:
         for number, raw in enumerate(f, start=1):
-            if not raw.endswith(b"\n"):
+            if not raw.endswith(b"\n") and torn_last_line:
                 return
             offset += len(raw)
             where = f"{path}: line {number}"
+            if not raw.strip():
+                yield number, BLANK, offset, where
+                continue
             try:
                 obj = json.loads(raw)
-            except ValueError:
-                raise InputError(f"{where}: not JSON") from None
+            except (ValueError, RecursionError) as err:  # UnicodeDecodeError is a ValueError
+                cut = "" if raw.endswith(b"\n") else ", the last line, cut short?"
+                why = "nested too deep" if isinstance(err, RecursionError) else (
+                    "not UTF-8" if isinstance(err, UnicodeDecodeError) else f"{err}")
+                raise InputError(f"{where}: not JSON ({why}{cut})") from None
             yield number, obj, offset, where
 
 
-def read_results(path, dtype=np.float32) -> tuple[dict | None, list[Record], list[int]]:
-    """(header, records, the byte offset after each record's line) of an npformer evaluate file.
-    A torn last line (an interrupted write) is ignored; anything else malformed is refused."""
+def _check_header(obj, path: Path) -> dict:
+    if not isinstance(obj, dict) or obj.get("format") != FORMAT:
+        raise InputError(f"{path}: not an npformer evaluate results file (its first line has no "
+                         f"\"format\": \"{FORMAT}\")")
+    if obj.get("format_version") != FORMAT_VERSION:
+        raise InputError(f"{path}: line 1: format_version {_value(obj.get('format_version'))}; this npformer "
+                         f"reads format_version {FORMAT_VERSION}")
+    if "shard" in obj:
+        shard, images, batch_size = obj["shard"], obj.get("images"), obj.get("batch_size")
+        if (type(shard) is not list or len(shard) != 2 or any(type(v) is not int for v in shard)
+                or not 1 <= shard[0] <= shard[1]):
+            raise _field_error(f"{path}: line 1", "shard", f"must be [I, N], part I of N (1 ≤ I ≤ N), got "
+                                                           f"{_value(shard)}")
+        if type(images) is not int or images < 0 or type(batch_size) is not int or batch_size < 1:
+            raise InputError(f"{path}: line 1: a shard's header needs `images` (≥ 0) and `batch_size` (≥ 1), got "
+                             f"{_value(images)} and {_value(batch_size)}")
+    return obj
+
+
+def shard_images(part: int, parts: int, images: int, batch_size: int) -> range:
+    """The images part `part` of `parts` (1-based) holds: a contiguous run of whole batches (batch k
+    is images k·B … k·B + B − 1), the batches shared out as evenly as whole numbers allow. Parts
+    1 … N, one after the other, are every image once, in dataset order."""
+    batches = -(-images // batch_size)
+    first, end = (part - 1) * batches // parts, part * batches // parts
+    return range(min(first * batch_size, images), min(end * batch_size, images))
+
+
+def header_images(header: dict) -> range:
+    """The images a results file's records are (its shard's, or all), from its checked header."""
+    if "shard" in header:
+        return shard_images(*header["shard"], header["images"], header["batch_size"])
+    return range(header.get("images") if type(header.get("images")) is int else 0)
+
+
+def read_results(path, dtype=np.float32, num_labels: int | None = None) -> tuple[dict | None, list[Record], list[int]]:
+    """(header, records, the byte offset after each record's line) of an npformer evaluate file,
+    every record checked (see the module docstring; `num_labels`: the model's class count). A
+    torn last line (an interrupted write) is ignored; anything else malformed is refused."""
     path = Path(path)
-    header, records, ends = None, [], []
-    for number, obj, end, where in _json_lines(path):
+    header, records, ends, seen = None, [], [], set()
+    first = 0
+    for number, obj, end, where in _json_lines(path, torn_last_line=True):
         if number == 1:
-            if not isinstance(obj, dict) or obj.get("format") != FORMAT:
-                raise InputError(f"{path}: not an npformer evaluate results file (its first line has no "
-                                 f"\"format\": \"{FORMAT}\")")
-            header, ends = obj, [end]
+            header, ends = _check_header(obj, path), [end]
+            first = header_images(header).start if "shard" in header else 0
             continue
-        records.append(Record.from_json(obj, dtype, where))
+        if obj is BLANK:
+            raise InputError(f"{where}: a blank line in an npformer evaluate results file")
+        record = Record.from_json(obj, dtype, where, num_labels)
+        if record.index != first + len(records):
+            origin = f"its shard's first image, {first}" if "shard" in header else "0"
+            raise _field_error(where, "index", f"is {record.index}; expected {first + len(records)} (records are "
+                                               f"written in dataset order from {origin})")
+        if record.path in seen:
+            raise _field_error(where, "path", f"{shown(record.path)!r} appears twice")
+        seen.add(record.path)
+        records.append(record)
         ends.append(end)
     return header, records, ends
 
@@ -182,7 +427,7 @@ class RecordWriter:
         self.committed = os.fstat(self.fd).st_size
 
     def write(self, records: list[Record]) -> None:
-        data = memoryview("".join(r.to_json() + "\n" for r in records).encode("utf-8", "surrogateescape"))
+        data = memoryview("".join(r.to_json() + "\n" for r in records).encode("utf-8"))  # to_json: valid UTF-8
         try:
             written = 0
             while written < len(data):
@@ -200,103 +445,49 @@ class RecordWriter:
         os.close(self.fd)
 
 
-# ---------------------------------------------------------------------------------------------
-# agreement between two sets of predictions
-
-
-@dataclass
-class Agreement:
-    """How far two sets of predictions of the same images are apart."""
-
-    other: str  # what we compared with: a results file or "timm 1.0.31 (torch 2.13.0)"
-    images: int  # images both predicted
-    top1_agree: int
-    max_abs_logit: float | None  # over every class, when both have logits
-    max_abs_prob: float | None  # over every class with logits, else over the classes both top-5s name
-    prob_scope: str
-    first_disagreements: list = field(default_factory=list)  # (path, ours top-1, ours p, theirs top-1, theirs p)
-    only_ours: int = 0
-    only_theirs: int = 0
-
-    def to_json(self) -> dict:
-        return {"with": self.other, "images": self.images, "top1_agree": self.top1_agree,
-                "top1_agreement": self.top1_agree / self.images if self.images else None,
-                "max_abs_logit_diff": self.max_abs_logit, "max_abs_prob_diff": self.max_abs_prob,
-                "only_ours": self.only_ours, "only_theirs": self.only_theirs}
-
-
-def softmax64(logits: np.ndarray) -> np.ndarray:
-    """Probabilities of one logit vector, in float64 (so the difference of two is not float32 noise)."""
-    x = logits.astype(np.float64)
-    e = np.exp(x - x.max())
-    return e / e.sum()
-
-
-def prediction_diffs(ours: Prediction, theirs: Prediction) -> tuple[float | None, float | None, str]:
-    """(max |Δ logit|, max |Δ probability|, over which classes) of two predictions of one image."""
-    if ours.logits is not None and theirs.logits is not None and ours.logits.shape == theirs.logits.shape:
-        dl = float(np.abs(ours.logits.astype(np.float64) - theirs.logits).max())
-        return dl, float(np.abs(softmax64(ours.logits) - softmax64(theirs.logits)).max()), "every class"
-    if ours.top5_prob is not None and theirs.top5_prob is not None:
-        mine = dict(zip(ours.top5, ours.top5_prob.tolist()))
-        shared = [abs(mine[c] - p) for c, p in zip(theirs.top5, theirs.top5_prob.tolist()) if c in mine]
-        return None, (max(shared) if shared else None), "the classes both top-5 lists name"
-    return None, None, ""
-
-
-def _probability(pred: Prediction) -> float | None:
-    return None if pred.top5_prob is None else float(pred.top5_prob[0])
-
-
-def agreement(pairs, other: str, only_ours: int = 0, only_theirs: int = 0, shown: int = 5) -> Agreement:
-    """Aggregate (path, ours, theirs, (max |Δ logit|, max |Δ prob|, scope) or None) pairs, in dataset order."""
-    agree, max_logit, max_prob, scopes, first = 0, None, None, set(), []
-    n = 0
-    for path, ours, theirs, diffs in pairs:
-        n += 1
-        if ours.top1 == theirs.top1:
-            agree += 1
-        elif len(first) < shown:
-            first.append((path, ours.top1, _probability(ours), theirs.top1, _probability(theirs)))
-        dl, dp, scope = diffs if diffs is not None else prediction_diffs(ours, theirs)
-        if dl is not None:
-            max_logit = dl if max_logit is None else max(max_logit, dl)
-        if dp is not None:
-            max_prob = dp if max_prob is None else max(max_prob, dp)
-            scopes.add(scope)
-    scope = scopes.pop() if len(scopes) == 1 else ("mixed: every class where both have logits" if scopes else "")
-    return Agreement(other, n, agree, max_logit, max_prob, scope, first, only_ours, only_theirs)
-
-
-def read_predictions(path, dtype=np.float64) -> dict[str, Prediction]:
+def read_predictions(path, dtype=np.float64, num_labels: int | None = None) -> dict[str, Prediction]:
     """{path: prediction} of an npformer evaluate file or a port's exported predictions (JSONL with
-    `path` and `logits` or `top5` per line; other lines skipped), read in float64 (no rounding of a
-    port's values)."""
+    `path` and `logits` or `top5` per line), every field checked (see the module docstring;
+    `num_labels`: the model's class count), read in float64 (no rounding of a port's values)."""
     path = Path(path)
     if not path.is_file():
-        raise InputError(f"{path}: no such file to compare with")
-    out = {}
-    for number, obj, _, where in _json_lines(path):
-        if not isinstance(obj, dict) or "path" not in obj or "error" in obj:
+        raise InputError(f"{path}: no such file to compare with" if not path.exists() else
+                         f"{path}: not a file to compare with")
+    out, ours = {}, False
+    for number, obj, _, where in _json_lines(path, torn_last_line=False):
+        if number == 1 and isinstance(obj, dict) and obj.get("format") == FORMAT:
+            ours = _check_header(obj, path) is not None
             continue
-        if obj["path"] in out:
-            raise InputError(f"{where}: {obj['path']!r} appears twice")
-        out[str(obj["path"])] = Prediction.from_json(obj, dtype, where)
+        if ours:
+            if obj is BLANK:
+                raise InputError(f"{where}: a blank line in an npformer evaluate results file")
+            record = Record.from_json(obj, dtype, where, num_labels)
+            key, prediction = record.path, record.prediction
+        else:
+            key, prediction = _port_line(obj, dtype, where, num_labels)
+        if prediction is None:
+            continue
+        if key in out:
+            raise _field_error(where, "path", f"{shown(key)!r} appears twice")
+        out[key] = prediction
     if not out:
         raise InputError(f"{path}: holds no predictions (lines with `path` and `logits` or `top5`)")
     return out
 
 
-def compare_with_file(records: list[Record], path, dtype=np.float64) -> Agreement:
-    """Agreement of this run's records with another run's (or a port's) predictions, by path."""
-    theirs = read_predictions(path, dtype)
-    ours = {r.path: r.prediction for r in records if r.prediction is not None}
-    pairs = ((p, ours[p], theirs[p], None) for p in ours if p in theirs)
-    common = sum(p in theirs for p in ours)
-    return agreement(pairs, str(path), only_ours=len(ours) - common, only_theirs=len(theirs) - common)
-
-
-def reference_agreement(records: list[Record], other: str) -> Agreement:
-    """Agreement of this run's records with the reference run beside them (`--reference`)."""
-    pairs = ((r.path, r.prediction, r.reference, (*r.diffs, "every class")) for r in records if r.reference is not None)
-    return agreement(pairs, other)
+def _port_line(obj, dtype, where: str, num_labels: int | None) -> tuple[str | None, Prediction | None]:
+    """(path, prediction) of a line of a port's file; (None, None) for a line with neither (a blank
+    line, the port's own header) and for an error line."""
+    if obj is BLANK:
+        return None, None
+    if not isinstance(obj, dict):
+        raise InputError(f"{where}: not a JSON object with `path` and `logits` or `top5`, got {_value(obj)}")
+    has_prediction = any(k in obj for k in PREDICTION_FIELDS)
+    if "path" not in obj:
+        if has_prediction:
+            raise _field_error(where, "path", "is missing: a prediction without the image it is of")
+        return None, None
+    path = read_path(obj, where)
+    if "error" in obj and not has_prediction:
+        return None, None
+    return path, Prediction.from_json(obj, dtype, where, num_labels)

@@ -15,7 +15,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .records import Agreement
+from .agreement import Agreement
+from .records import header_images, shown
 from .run import EvaluationResult
 
 WORST_CLASSES = 10
@@ -36,12 +37,12 @@ def _name(result: EvaluationResult, c: int) -> str:
     return name if name == str(c) else f"{c} {name}"
 
 
-def _shown(path: str) -> str:
+def _relative(path: str) -> str:
     """A path relative to the working directory when it lies below it (the demo weights' default is absolute)."""
     try:
-        return Path(path).relative_to(Path.cwd()).as_posix()
+        return shown(Path(path).relative_to(Path.cwd()).as_posix())
     except ValueError:
-        return path
+        return shown(path)
 
 
 def _table(rows: list[tuple], align: str, indent: str = "    ") -> list[str]:
@@ -61,7 +62,7 @@ def agreement_lines(agreement: Agreement) -> list[str]:
     if agreement.first_disagreements:
         lines.append("    first disagreeing images (ours vs theirs: top-1 class, probability):")
         for path, a, pa, b, pb in agreement.first_disagreements:
-            lines.append(f"      {path}: {a} ({_g(pa)}) vs {b} ({_g(pb)})")
+            lines.append(f"      {shown(path)}: {a} ({_g(pa)}) vs {b} ({_g(pb)})")
     return lines
 
 
@@ -69,20 +70,25 @@ def report_lines(result: EvaluationResult) -> list[str]:
     """The text report, without the summary line."""
     h = result.header
     attention = f", attention {h['attention']}" if h.get("attention") else ""
-    lines = [f"npformer evaluate {h['data']}  ({h['model']}{attention}, {h['dtype']}, "
+    lines = [f"npformer evaluate {shown(h['data'])}  ({h['model']}{attention}, {h['dtype']}, "
              f"preprocessing: {h['preprocessing']})",
-             f"  weights  {_shown(h['weights'])}",
+             f"  weights  {_relative(h['weights'])}",
              f"  data     {result.dataset.describe()}"]
     scored = len(result.scored)
+    if "shard" in h:
+        images = header_images(h)
+        span = f"images {images.start:,} … {images.stop - 1:,}" if images else "no images"
+        lines.append(f"  shard    part {h['shard'][0]} of {h['shard'][1]}: {span} (the parts join with "
+                     "npformer evaluate --merge)")
     lines += [f"  top-1   {_percent(result.top1_correct, scored)}",
               f"  top-5   {_percent(result.top5_correct, scored)}"]
     per_class = result.per_class()
     if per_class:
-        shown = per_class[:WORST_CLASSES]
+        worst = per_class[:WORST_CLASSES]
         title = "the ten worst" if len(per_class) > WORST_CLASSES else f"all {len(per_class)}, worst first"
         lines.append(f"  per-class top-1 ({title}):")
         rows = [("class", "images", "top-1")] + [(_name(result, c), f"{n:,}", f"{100 * k / n:.2f}%")
-                                                  for c, n, k in shown]
+                                                  for c, n, k in worst]
         lines += _table(rows, "<>>")
     confusions = result.confusions()
     if confusions:
@@ -90,18 +96,19 @@ def report_lines(result: EvaluationResult) -> list[str]:
         lines += [f"    {_name(result, t)} -> {_name(result, p)}: {n:,}" for t, p, n in confusions[:CONFUSED_PAIRS]]
     errors = result.errors
     lines.append(f"  undecodable images: {len(errors):,}" + (" (not counted in the accuracies)" if errors else ""))
-    lines += [f"    {r.path}: {r.error}" for r in errors[:ERRORS_SHOWN]]
+    lines += [f"    {shown(r.path)}: {shown(r.error)}" for r in errors[:ERRORS_SHOWN]]
     if len(errors) > ERRORS_SHOWN:
         lines.append(f"    ... and {len(errors) - ERRORS_SHOWN:,} more (the records file lists each)")
     resumed = len(result.records) - result.computed
     speed = (f"{result.computed:,} images in {result.seconds:.2f} s, {result.images_per_second:.1f} images/s"
              if result.images_per_second else "no images run")
-    lines.append(f"  speed    {speed} ({result.workers} workers, batch {h['batch_size']})"
+    started = f", started in {result.startup:.2f} s" if result.startup >= 0.005 else ""
+    lines.append(f"  speed    {speed} ({result.ran_on or f'{result.workers} workers'}{started}, batch {h['batch_size']})"
                  + (f"; {resumed:,} read back from the results file" if resumed else ""))
     for agreement in result.agreements:
         lines += agreement_lines(agreement)
     if result.output is not None:
-        lines.append(f"  records  {result.output}")
+        lines.append(f"  records  {shown(str(result.output))}")
     return lines
 
 
@@ -112,11 +119,13 @@ def summary(result: EvaluationResult) -> dict:
         "top1_correct": result.top1_correct, "top5_correct": result.top5_correct,
         "undecodable": len(result.errors), "computed": result.computed, "seconds": round(result.seconds, 3),
         "images_per_second": None if result.images_per_second is None else round(result.images_per_second, 2),
-        "workers": result.workers, "batch_size": result.header["batch_size"], "weights": result.header["weights"],
+        "workers": result.workers, "backend": result.backend, "startup_seconds": round(result.startup, 3),
+        "batch_size": result.header["batch_size"], "weights": result.header["weights"],
         "data": result.header["data"], "output": None if result.output is None else str(result.output),
         "agreement": [a.to_json() for a in result.agreements],
     }
 
 
 def summary_line(result: EvaluationResult) -> str:
-    return json.dumps(summary(result), ensure_ascii=False)
+    text = json.dumps(summary(result), ensure_ascii=False)
+    return text if shown(text) == text else json.dumps(summary(result))  # a non-UTF-8 name: \udcXX escapes

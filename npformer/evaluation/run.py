@@ -1,33 +1,35 @@
 """The batched run behind `npformer evaluate`: every image of a dataset through a checkpoint's own
-preprocessing and its fused model, on worker threads, its records written in dataset order.
+preprocessing and its fused model, on threads, worker processes or a Dask cluster, its records
+written in dataset order.
 
     image files --processor--> [b, 3, H, W] --fused model--> logits [b, K] --> top-5, probabilities
 
 * **Batches are fixed by position**: batch k is images k·B … k·B + B − 1, whatever the number
-  of workers, so every batch (and every logit) is computed the same way in any run.
-* **Workers are threads** (concurrent.futures): NumPy's matrix products and most ufuncs, and
-  Pillow's decoders and resizes, release the GIL. With two or more, each runs its batch's forward
-  on its own thread (`npformer.parallel.pieces_on_this_thread`: npformer's helpers would add
-  threads to the workers'); BLAS is held at one thread for the whole run
-  (`npformer.parallel.blas_held_at_one`): on a 2-core machine a two-thread OpenBLAS takes the
-  second core away from the Python threads. The logits are the same bits either way.
+  of workers, so every batch (and every logit) is computed the same way in any run
+  (`batch.run_batch`).
+* **Workers** (`backends`): with two or more, each runs whole batches, its forward on one thread
+  (`npformer.parallel.pieces_on_this_thread`: npformer's helpers would add threads to the
+  workers') with BLAS at one thread (`npformer.parallel.blas_held_at_one`: on a 2-core machine a
+  two-thread OpenBLAS takes the second core away from the other worker). Worker processes by
+  default, threads on request, or the tasks of a Dask cluster. One worker runs in this process,
+  its forward spread over npformer's own threads. The logits are the same bits on every path.
 * **Records go out in dataset order** as batches complete (a reorder buffer, at most two
   batches per worker in flight), one write per batch; so the results file is the same
-  byte for byte for any worker count, and an interrupted run leaves whole batches only.
+  byte for byte for any worker count and backend, and an interrupted run leaves whole batches only.
 * **Resume**: the results file's header must match this run's (weights, dataset, settings);
   its whole batches are kept and the run goes on from the next one.
+* **Shards** (`shards`): part I of N runs a contiguous run of whole batches into its own file;
+  the parts merge into the file one run writes.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import sys
 import time
 from collections import Counter
 from contextlib import nullcontext
-from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,16 +37,17 @@ import numpy as np
 
 from .._version import __version__
 from .. import parallel
-from ..errors import CheckpointMismatchError, ConfigError, ImageError, NpformerError
-from ..labels import label_names
-from ..layers import softmax
-from ..loading import load
-from ..models.registry import FAMILIES
+from ..errors import ConfigError, InputError, NpformerError
+from .backends import import_distributed, parse_cluster, start_backend
+from .batch import WorkerSpec, load_runner, run_batch
 from .datasets import Dataset, read_dataset
-from .records import (TOP_K, Agreement, Prediction, Record, RecordWriter, check_same_run, compare_with_file,
-                      make_header, prediction_diffs, read_results, reference_agreement)
+from .agreement import Agreement, compare_with, reference_agreement
+from .records import (Record, RecordWriter, check_same_run, make_header, read_predictions, read_results, shard_images,
+                      shown)
+from .shards import parse_shard
 
 REFERENCES = ("transformers", "timm")
+BACKENDS = ("processes", "threads")
 DEFAULT_BATCH_SIZE = 32
 
 
@@ -78,6 +81,9 @@ class EvaluationResult:
     workers: int
     output: Path | None
     agreements: list[Agreement] = field(default_factory=list)
+    backend: str = "threads"  # "threads", "processes" or "dask"
+    ran_on: str = ""  # the workers in words: "2 worker processes", "Dask local:2, 2 worker threads"
+    startup: float = 0.0  # seconds to start the workers (not in `seconds`)
 
     @property
     def errors(self) -> list[Record]:
@@ -122,109 +128,19 @@ class EvaluationResult:
         return sorted(((t, p, n) for (t, p), n in pairs.items()), key=lambda t: (-t[2], t[0], t[1]))
 
 
-# ---------------------------------------------------------------------------------------------
-# one batch
-
-
-def predictions(logits: np.ndarray, keep_logits: bool) -> list[Prediction]:
-    """Top-5 classes (ties: lower index first) and their probabilities, in the logits' dtype."""
-    probs = softmax(logits)  # [b, K], the model's dtype
-    top = np.argsort(-logits, axis=1, kind="stable")[:, :TOP_K]  # [b, 5]
-    top_prob = np.take_along_axis(probs, top, axis=1)  # [b, 5]
-    return [Prediction(tuple(int(c) for c in t), p, row.copy() if keep_logits else None)
-            for t, p, row in zip(top, top_prob, logits)]
-
-
-def _same_size_groups(pixels: list[np.ndarray]) -> list[list[int]]:
-    """Positions of the images of each [H, W] in a batch (a processor without a crop can give
-    several), in order of first appearance."""
-    groups: dict[tuple, list[int]] = {}
-    for i, x in enumerate(pixels):
-        groups.setdefault(x.shape, []).append(i)
-    return list(groups.values())
-
-
-def run_batch(k: int, dataset: Dataset, batch_size: int, model, processor, keep_logits: bool,
-              reference=None) -> list[Record]:
-    """The records of batch k (images k·B … k·B + B − 1): undecodable images become error records."""
-    start = k * batch_size
-    records, pixels = [], []
-    for index, item in enumerate(dataset.items[start:start + batch_size], start=start):
-        record = Record(index, item.path, item.label)
-        file = dataset.file(item)
-        try:
-            pixels.append(processor(file)["pixel_values"])  # [1, 3, H, W]
-        except ImageError as err:  # recorded and counted, never fatal; the record has the path already
-            record.error = " ".join(str(err).split()).removeprefix(f"{file}: ")
-        records.append(record)
-    decoded = [r for r in records if r.error is None]
-    for group in _same_size_groups(pixels):
-        x = np.concatenate([pixels[i] for i in group])  # [b, 3, H, W]
-        logits = model(x).logits  # [b, K]
-        ours = predictions(logits, keep_logits)
-        if reference is not None:
-            ref_logits = reference(x).astype(logits.dtype)  # [b, K], the same pixels through PyTorch
-            theirs = predictions(ref_logits, keep_logits)
-        for j, i in enumerate(group):
-            decoded[i].prediction = ours[j]
-            if reference is not None:
-                dl, dp, _ = prediction_diffs(Prediction(ours[j].top5, None, logits[j]),
-                                             Prediction(theirs[j].top5, None, ref_logits[j]))
-                decoded[i].reference, decoded[i].diffs = theirs[j], (dl, dp)
-    return records
-
-
-# ---------------------------------------------------------------------------------------------
-# the PyTorch reference in the same run
-
-
-class Reference:
-    """A PyTorch reference model holding the checkpoint's weights: `reference(x)` -> logits [b, K]
-    (float32 or float64 as the model). torch runs on one thread per call, as BLAS does."""
-
-    def __init__(self, name: str, model, dtype):
-        from ..tools import oracle
-
-        if name == "transformers":
-            self.module = oracle.hf_model(model.config, model.weights, model.num_heads, dtype)
-            self.forward = lambda x: oracle.hf_forward(self.module, x)["logits"]
-        else:
-            if model.num_heads != 2:
-                raise ConfigError(f"timm's models have both classifier heads; {type(model).__name__} has "
-                                  f"{model.num_heads}")
-            self.module, _ = oracle.timm_model(model.config, model.weights, dtype)
-            self.forward = lambda x: oracle.timm_forward(self.module, x, ())["logits"]
-        import torch
-
-        library = __import__(name)
-        self.name = f"{name} {library.__version__} (torch {torch.__version__})"
-        self.torch = torch
-
-    def __call__(self, x: np.ndarray) -> np.ndarray:  # [b, 3, H, W] -> [b, K]
-        return np.asarray(self.forward(x))
-
-
-# ---------------------------------------------------------------------------------------------
-# identity of a run (the results file's header)
-
-
-def model_digest(model) -> str:
-    """sha256 of what a model computes with: its config and every tensor (name, dtype, shape, bytes),
-    so a resumed run must hold the same weights however they are stored or named on disk."""
-    digest = hashlib.sha256(json.dumps(model.config.to_dict(), sort_keys=True, default=str).encode())
-    for name in sorted(model.weights):
-        tensor = np.ascontiguousarray(model.weights[name])
-        digest.update(f"{name}\0{tensor.dtype.str}\0{tensor.shape}\0".encode())
-        digest.update(tensor.data)
-    return digest.hexdigest()
-
-
 def _processor_config(processor) -> dict | str:
     to_dict = getattr(processor, "to_dict", None)
     return json.loads(json.dumps(to_dict(), default=str)) if to_dict else repr(processor)
 
 
-def _check_arguments(batch_size, workers, limit, dtype, resume, output, reference):
+def _check_arguments(batch_size, workers, limit, dtype, resume, output, reference, compare, backend, cluster):
+    if backend is not None and backend not in BACKENDS:
+        raise ConfigError(f"backend {backend!r} is not one of {', '.join(BACKENDS)}")
+    if cluster is not None:
+        parse_cluster(cluster)
+        import_distributed()  # the cluster extra, before the model is loaded
+        if workers is not None or backend is not None:
+            raise ConfigError("a cluster's workers run the batches: pass cluster, or workers / backend, not both")
     for name, value in (("batch_size", batch_size), ("workers", workers), ("limit", limit)):
         if value is not None and (not isinstance(value, (int, np.integer)) or value < 1):
             raise ConfigError(f"{name} must be a positive integer, got {value!r}")
@@ -234,11 +150,15 @@ def _check_arguments(batch_size, workers, limit, dtype, resume, output, referenc
         raise ConfigError("resume needs the results file to resume: pass output")
     if reference is not None and reference not in REFERENCES:
         raise ConfigError(f"reference {reference!r} is not one of {', '.join(REFERENCES)}")
+    if compare is not None and not Path(compare).is_file():  # at once, not after loading the model
+        raise InputError(f"{compare}: no such file to compare with" if not Path(compare).exists() else
+                         f"{compare}: not a file to compare with")
 
 
-def _open_output(output: Path, header: dict, dataset: Dataset, batch_size: int, dtype, resume: bool,
-                 force: bool) -> tuple[RecordWriter, list[Record]]:
-    """The writer for the results file and the records a resumed file already holds (whole batches)."""
+def _open_output(output: Path, header: dict, dataset: Dataset, images: range, batch_size: int, dtype, resume: bool,
+                 force: bool, num_labels: int) -> tuple[RecordWriter, list[Record]]:
+    """The writer for the results file and the records a resumed file already holds (whole batches
+    of `images`, the run's images: all, or its shard's)."""
     if output.is_dir():
         raise NpformerError(f"{output}: is a directory; give the results file to write, e.g. "
                             f"{output / 'results.jsonl'}")
@@ -248,14 +168,15 @@ def _open_output(output: Path, header: dict, dataset: Dataset, batch_size: int, 
         return RecordWriter(output, header), []
     if not resume:
         raise NpformerError(f"{output}: already exists; pass --resume to go on with it or --force to overwrite it")
-    found, records, ends = read_results(output, dtype)
+    found, records, ends = read_results(output, dtype, num_labels)
     check_same_run(found, header, output)
-    for i, record in enumerate(records):
-        item = dataset.items[i] if i < len(dataset.items) else None
+    for n, record in enumerate(records):
+        i = images.start + n
+        item = dataset.items[i] if i < images.stop else None
         if record.index != i or item is None or (record.path, record.label) != (item.path, item.label):
-            raise NpformerError(f"{output}: record {i + 1} is image {record.index} ({record.path}), expected image "
-                                f"{i} ({item.path if item else 'none: the file has more records than images'})")
-    keep = len(records) if len(records) == len(dataset.items) else len(records) // batch_size * batch_size
+            raise NpformerError(f"{output}: record {n + 1} is image {record.index} ({shown(record.path)}), expected "
+                                f"image {i} ({shown(item.path) if item else 'none: the file has more records than images'})")
+    keep = len(records) if len(records) == len(images) else len(records) // batch_size * batch_size
     return RecordWriter(output, None, keep_bytes=ends[keep]), records[:keep]
 
 
@@ -277,6 +198,12 @@ class _TorchThreads:
     def __exit__(self, *exc):
         if self.torch:
             self.torch.set_num_threads(self.saved)
+
+
+def batch_written(k: int, done: int) -> None:
+    """Called on the main thread after batch k is written (`done`: the records so far), where a
+    Ctrl-C lands while batches run. It does nothing; a test replaces it to interrupt a run after a
+    given batch, deterministically (tests/test_evaluate.py)."""
 
 
 class _ReorderBuffer:
@@ -305,6 +232,7 @@ class _ReorderBuffer:
             if self.scored:
                 self.bar.set_postfix_str(f"top-1 {100 * self.correct / self.scored:.2f}%", refresh=False)
             self.bar.update(len(batch))
+            batch_written(self.next - 1, len(self.records))
 
 
 def _progress_bar(total: int, initial: int, progress: bool | None, desc: str):
@@ -316,6 +244,7 @@ def _progress_bar(total: int, initial: int, progress: bool | None, desc: str):
 
 
 def evaluate(data, weights, *, output=None, resume: bool = False, force: bool = False, workers: int | None = None,
+             backend: str | None = None, cluster: str | None = None, shard=None,
              batch_size: int = DEFAULT_BATCH_SIZE, limit: int | None = None, processor=None, dtype="float32",
              attention=None, logits: bool = False, ground_truth=None, compare=None, reference: str | None = None,
              progress: bool | None = None) -> EvaluationResult:
@@ -330,95 +259,110 @@ def evaluate(data, weights, *, output=None, resume: bool = False, force: bool = 
     output: the JSONL results file, written as batches complete; `resume=True` goes on with an
         existing one from the same run (refused if weights, data or settings differ); `force=True`
         overwrites one. `logits=True` keeps every logit in the records.
-    workers: threads (default: the cores this process may use); `batch_size`: images per forward;
-        `limit`: the first `limit` images only.
+    workers: how many batches run at once (default: the cores this process may use); `backend`:
+        "processes" (the default: worker processes, each loading the model once) or "threads";
+        one worker runs in this process either way. `batch_size`: images per forward; `limit`:
+        the first `limit` images only.
+    cluster: run the batches on a Dask distributed cluster instead (the cluster extra): a
+        scheduler address ("tcp://host:8786"; every worker must see `data` and `weights` at the
+        same paths) or "local:N" (N single-threaded worker processes on this machine).
+    shard: "I/N" or (I, N): only part I of N of the batches (a contiguous run), for `output` to be
+        merged with the other parts (`npformer.evaluation.merge_shards`).
     compare: another results file (or a port's JSONL predictions) to report agreement with, by path.
     reference: "transformers" or "timm": also run that PyTorch reference (the oracle extra) on the
         same pixel batches and report agreement.
     progress: a progress bar on stderr (None: only when stderr is a terminal).
 
-    Ctrl-C raises `EvaluationInterrupted` after the results file is cut back to its whole batches.
+    The records are the same bits for every workers / backend / cluster. Ctrl-C raises
+    `EvaluationInterrupted` after the results file is cut back to its whole batches.
     """
-    _check_arguments(batch_size, workers, limit, dtype, resume, output, reference)
-    from ..preprocess import make_processor
-
+    _check_arguments(batch_size, workers, limit, dtype, resume, output, reference, compare, backend, cluster)
+    shard = parse_shard(shard)
     dtype = np.dtype(dtype)
-    model, metadata = load(weights, dtype, attention)
-    arch = type(model).__name__
-    if model.num_heads == 0 or model.config.num_labels == 0:
-        raise CheckpointMismatchError(f"{weights}: holds {arch} with no classifier head (num_labels="
-                                      f"{model.config.num_labels}); evaluate needs a classification checkpoint")
-    preprocess, preprocessing = make_processor(processor, weights, FAMILIES[model.family], metadata)
-    names = label_names(model.config)
+    runner = load_runner(weights, dtype, attention, processor, reference)
+    names = runner.class_names
     dataset = read_dataset(data, names, ground_truth=ground_truth).limited(limit)
-    ref = Reference(reference, model, dtype) if reference else None
-    digest = model_digest(model)
-    fast = model.fuse()  # the fast path: each BatchNorm folded into its convolution
-    del model
+    ref = runner.reference
+    images = shard_images(*shard, len(dataset.items), batch_size) if shard else range(len(dataset.items))
 
     header = make_header(
-        npformer_version=__version__, weights=str(weights), model_sha256=digest, model=arch,
-        attention=getattr(fast.config, "attention_generation", None), dtype=dtype.name,
-        preprocessing=preprocessing, preprocessor=_processor_config(preprocess), data=str(data),
+        npformer_version=__version__, weights=str(weights), model_sha256=runner.digest, model=runner.architecture,
+        attention=getattr(runner.model.config, "attention_generation", None), dtype=dtype.name,
+        preprocessing=runner.preprocessing, preprocessor=_processor_config(runner.processor), data=str(data),
         data_kind=dataset.kind, labelling=dataset.labelling, images=len(dataset.items),
         dataset_sha256=dataset.fingerprint(), limit=limit, batch_size=batch_size, logits=logits,
-        reference=ref.name if ref else None)
+        reference=ref.name if ref else None, **({"shard": list(shard)} if shard else {}))
+    # every file this run reads is read and checked before its first batch
+    theirs = read_predictions(compare, num_labels=len(names)) if compare is not None else None
     output = Path(output) if output is not None else None
-    writer, records = (_open_output(output, header, dataset, batch_size, dtype, resume, force) if output
-                       else (None, []))
+    writer, records = (_open_output(output, header, dataset, images, batch_size, dtype, resume, force, len(names))
+                       if output else (None, []))
 
     workers = workers or default_workers()
-    first, batches = len(records) // batch_size, -(-len(dataset.items) // batch_size)
-    if len(records) == len(dataset.items):
-        first = batches
-    start = time.perf_counter()
-    bar = _progress_bar(len(dataset.items), len(records), progress, f"{Path(str(data)).name or data}")
+    first = (images.start + len(records)) // batch_size
+    end = -(-images.stop // batch_size)
+    if len(records) == len(images):
+        first = end
+    bar = _progress_bar(len(images), len(records), progress, f"{Path(str(data)).name or data}")
     buffer = _ReorderBuffer(first, records, writer, bar)
+    spec = WorkerSpec.of(weights, dtype, attention, processor, reference, runner.digest, batch_size, logits)
+    parallel_jobs = max(1, min(workers, end - first))
 
-    threads = max(1, min(workers, batches - first))
+    def job(k):  # a batch on a thread of this process; with one worker, its forward spreads over npformer's threads
+        with parallel.pieces_on_this_thread() if parallel_jobs > 1 else nullcontext():
+            return run_batch(k, dataset, batch_size, runner.model, runner.processor, logits, ref)
 
-    def job(k):  # with one worker, its forward spreads over npformer's own threads
-        with parallel.pieces_on_this_thread() if threads > 1 else nullcontext():
-            return run_batch(k, dataset, batch_size, fast, preprocess, logits, ref)
-
-    pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="npformer-eval")
-    pending, next_submit = {}, first  # future -> batch number; the next batch to hand out
+    pool, ran_on, startup = None, "no workers: every record was read back", 0.0
+    start = time.perf_counter()
     try:
         with parallel.blas_held_at_one(), _TorchThreads(ref):
-            try:
-                while buffer.next < batches:
-                    while next_submit < batches and next_submit - buffer.next < 2 * workers:
-                        pending[pool.submit(job, next_submit)] = next_submit
-                        next_submit += 1
-                    done, _ = wait(pending, return_when=FIRST_COMPLETED)
-                    for future in sorted(done, key=pending.get):
-                        buffer.add(pending.pop(future), future.result())
-            finally:
-                pool.shutdown(wait=True, cancel_futures=True)  # running batches finish; queued ones never start
+            if first < end:
+                pool = start_backend(job, spec, dataset, parallel_jobs, backend or "processes", cluster)
+                ran_on, startup = pool.describe(), pool.startup
+                start = time.perf_counter()
+            next_submit = first
+            while buffer.next < end:
+                while next_submit < end and next_submit - buffer.next < 2 * pool.workers:
+                    pool.submit(next_submit)
+                    next_submit += 1
+                for k, batch in pool.completed():
+                    buffer.add(k, batch)
     except KeyboardInterrupt:
         try:  # keep what the running batches finished, as far as it goes in order
-            for future, k in pending.items():
-                if future.done() and not future.cancelled() and future.exception() is None:
-                    buffer.add(k, future.result())
+            if pool is not None:
+                for k, batch in pool.finish():
+                    buffer.add(k, batch)
         finally:
-            bar.close()
-            if writer:
-                writer.abort()
-        raise EvaluationInterrupted(len(records), len(dataset.items), output) from None
+            _stop(pool, bar, writer)
+        raise EvaluationInterrupted(len(records), len(images), output) from None
     except BaseException:
-        bar.close()
-        if writer:
-            writer.abort()
+        _stop(pool, bar, writer)
         raise
+    seconds = time.perf_counter() - start
+    if pool is not None:
+        pool.close()
     bar.close()
     if writer:
         writer.close()
-    computed = buffer.computed
-    seconds = time.perf_counter() - start
 
-    result = EvaluationResult(header, dataset, records, names, computed, seconds, workers, output)
+    kind = pool.name if pool is not None else (backend or "processes") if cluster is None else "dask"
+    count = pool.workers if pool is not None else workers
+    result = EvaluationResult(header, dataset, records, names, buffer.computed, seconds, count, output,
+                              backend=kind, ran_on=ran_on, startup=startup)
     if ref:
         result.agreements.append(reference_agreement(records, ref.name))
-    if compare is not None:
-        result.agreements.append(compare_with_file(records, compare))
+    if theirs is not None:
+        result.agreements.append(compare_with(records, theirs, str(compare)))
     return result
+
+
+def _stop(pool, bar, writer) -> None:
+    """After an interrupt or an error: the workers stopped, the bar closed, the results file cut
+    back to its last whole batch."""
+    try:
+        if pool is not None:
+            pool.close()
+    finally:
+        bar.close()
+        if writer:
+            writer.abort()
