@@ -43,9 +43,9 @@ def blocked_matmul(a, b, plus=None, counted_as="matmul"):  # [..., M, K] · [...
     the work per row alone. The product's multiply-accumulates are counted once, as `counted_as`
     ("conv" for a convolution's product, "matmul" for a linear layer's)."""
     M, K, N = a.shape[-2], a.shape[-1], b.shape[-1]
-    batch = math.prod(np.broadcast_shapes(a.shape[:-2], b.shape[:-2]))
-    count_macs(batch * M * K * N, counted_as)
-    out = np.empty(np.broadcast_shapes(a.shape[:-2], b.shape[:-2]) + (M, N), dtype=np.result_type(a, b))
+    batch = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])  # the leading dims of the product
+    count_macs(math.prod(batch) * M * K * N, counted_as)
+    out = np.empty(batch + (M, N), dtype=np.result_type(a, b))
     split_plus = plus is not None and np.ndim(plus) >= 2
 
     def piece(r):  # rows r of a, and of the output
