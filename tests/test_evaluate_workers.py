@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
+from extras import need
 
 from npformer import cli
 from npformer.errors import CheckpointMismatchError, ConfigError, InputError, MissingExtraError, NpformerError
@@ -31,17 +32,6 @@ FOLDER = Path(__file__).parent / "fixtures" / "digits" / "heldout"
 EF = ROOT / "weights" / "efficientformer-digits.safetensors"
 SF = ROOT / "weights" / "swiftformer-digits.safetensors"
 HANG_GUARD = 300  # seconds: a limit against a hang, never a speed bound
-
-
-def need_dask():
-    """dask.distributed, or a skip (a failure under NPFORMER_REQUIRE_CLUSTER=1)."""
-    try:
-        import distributed
-    except ImportError:
-        if os.environ.get("NPFORMER_REQUIRE_CLUSTER") == "1":
-            pytest.fail("NPFORMER_REQUIRE_CLUSTER=1 but dask[distributed] (the cluster extra) is not installed")
-        pytest.skip("dask[distributed] (the cluster extra) is not installed")
-    return distributed
 
 
 def gone(pid: int) -> bool:
@@ -234,7 +224,7 @@ def test_a_real_ctrl_c_to_the_process_group(tmp_path, one_worker):
 
 
 def test_a_local_cluster_writes_the_one_worker_file(tmp_path, one_worker):
-    need_dask()
+    need("distributed", extra="cluster", switch="NPFORMER_REQUIRE_CLUSTER")
     before = os.environ.get("MALLOC_TRIM_THRESHOLD_")
     result = run(tmp_path / "d.jsonl", cluster="local:2")
     assert (tmp_path / "d.jsonl").read_bytes() == one_worker
@@ -245,7 +235,7 @@ def test_a_local_cluster_writes_the_one_worker_file(tmp_path, one_worker):
 def test_a_running_scheduler_by_its_address(tmp_path, one_worker):
     """--cluster tcp://127.0.0.1:PORT: a scheduler started elsewhere (here a LocalCluster of one
     worker with two threads, Dask's own defaults otherwise: MALLOC_TRIM_THRESHOLD_ set in it)."""
-    distributed = need_dask()
+    distributed = need("distributed", extra="cluster", switch="NPFORMER_REQUIRE_CLUSTER")
     before = os.environ.get("MALLOC_TRIM_THRESHOLD_")
     cluster = distributed.LocalCluster(n_workers=1, threads_per_worker=2, host="127.0.0.1", dashboard_address=None,
                                        scheduler_kwargs={"dashboard": False, "dashboard_address": "127.0.0.1:0"})
@@ -269,7 +259,7 @@ def test_a_killed_dask_worker_has_its_batches_run_again(tmp_path, one_worker, mo
     """SIGKILL to one of the two workers of a local:2 cluster after batch 1 is written: the nanny
     starts a new one, Dask runs the lost batches again, and the file is the one-worker file. The
     workers run without Dask's MALLOC_TRIM_THRESHOLD_."""
-    need_dask()
+    need("distributed", extra="cluster", switch="NPFORMER_REQUIRE_CLUSTER")
     seen, real = {}, backends.DaskBackend.__init__
 
     def init(self, *args, **kwargs):
@@ -310,7 +300,7 @@ def test_a_killed_client_leaves_no_worker_and_resumes_to_the_same_file(tmp_path,
     (ours read end-of-file on their pipe; a local cluster's watch their parent), and a resume, on
     new workers, ends with the one-worker file."""
     if workers[0] == "--cluster":
-        need_dask()
+        need("distributed", extra="cluster", switch="NPFORMER_REQUIRE_CLUSTER")
     out = tmp_path / "cli.jsonl"
     argv = ["evaluate", str(FOLDER), "--weights", str(EF), "--output", str(out), "--batch-size", "8", "--limit", "120",
             "--logits", *workers]
@@ -348,7 +338,7 @@ def test_without_the_cluster_extra_a_clear_message(monkeypatch, capsys):
 ])
 def test_settings_are_checked_before_anything_runs(kwargs, needle):
     if "cluster" in kwargs and "workers" in kwargs:  # an address is checked before the extra is imported
-        need_dask()
+        need("distributed", extra="cluster", switch="NPFORMER_REQUIRE_CLUSTER")
     with pytest.raises(ConfigError, match=needle):
         evaluate(FOLDER, EF, **kwargs)
 

@@ -20,30 +20,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from extras import need
 
 from npformer.exercises import names, student
 
 ROOT = Path(__file__).resolve().parent.parent
 EXERCISES = ROOT / "notebooks" / "exercises"
 NAMES = ["01_convolution_and_batchnorm", "02_pooling_gelu_layernorm", "03_attention", "04_blocks_and_the_whole_model"]
-
-
-def _importable(module) -> bool:
-    try:
-        return importlib.util.find_spec(module) is not None
-    except (ImportError, ValueError):
-        return False
-
-
-def need(*modules, extra="notebooks", switch="NPFORMER_REQUIRE_NOTEBOOKS"):
-    """Skip when a module of `extra` is missing, or fail under `switch`=1. (Worded so that conftest.py's
-    NPFORMER_REQUIRE_ORACLE rule, which is about torch, does not apply.)"""
-    missing = [m for m in modules if not _importable(m)]
-    if missing:
-        message = f"the {extra} extra is not installed (missing {', '.join(missing)}): pip install -e '.[{extra}]'"
-        if os.environ.get(switch) == "1":
-            pytest.fail(f"{switch}=1 but {message}")
-        pytest.skip(message)
 
 
 def load_build():

@@ -20,8 +20,8 @@ import pytest
 from safetensors.numpy import save_file
 
 from npformer import cli, load as load_model
-from npformer.errors import InputError, NpformerError
-from npformer.evaluation import evaluate, read_dataset, read_predictions, read_results
+from npformer.errors import InputError
+from npformer.evaluation import evaluate, read_predictions, read_results
 from npformer.evaluation import run as run_module
 from npformer.tools.golden import compare_fixtures, read_fixture, trace_to_fixture
 

@@ -8,36 +8,17 @@ The regenerate command is `python notebooks/build.py`; this file uses the same f
 
 import importlib.util
 import json
-import os
 import time
 from pathlib import Path
 
 import pytest
+from extras import need
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
 NAMES = ["01_layers_from_scratch", "02_efficientformer_stage_by_stage", "03_swiftformer_additive_attention",
          "04_golden_oracle", "05_efficientformerv2_stage_by_stage", "06_beyond_224"]
 README_FIGURE = "notebooks/figures/efficientformer_stages.png"
-
-
-def need(*modules):
-    """Skip when a module of the notebooks extra is missing, or fail under NPFORMER_REQUIRE_NOTEBOOKS=1.
-    (The message avoids pytest.importorskip's wording, which conftest.py turns into a failure under
-    NPFORMER_REQUIRE_ORACLE=1: that switch is about torch, not about the notebooks extra.)"""
-    missing = [m for m in modules if not _importable(m)]
-    if missing:
-        message = f"the notebooks extra is not installed (missing {', '.join(missing)}): pip install -e '.[notebooks]'"
-        if os.environ.get("NPFORMER_REQUIRE_NOTEBOOKS") == "1":
-            pytest.fail(f"NPFORMER_REQUIRE_NOTEBOOKS=1 but {message}")
-        pytest.skip(message)
-
-
-def _importable(module) -> bool:
-    try:
-        return importlib.util.find_spec(module) is not None
-    except (ImportError, ValueError):  # ValueError: a module set to None in sys.modules
-        return False
 
 
 def load_build():

@@ -10,13 +10,13 @@ missing h5py fails. Without h5py, reading a tf_model.h5 says what to install (te
 """
 
 import json
-import os
 import shutil
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from extras import need
 
 import npformer
 from npformer.checkpoints.seeded import seeded_weights
@@ -26,17 +26,6 @@ from npformer.tools.parity import seeded_pixels
 FIXTURES = Path(__file__).parent / "fixtures" / "tf"
 EF, SF = FIXTURES / "efficientformer-tiny", FIXTURES / "swiftformer-tiny"
 GOLDEN = json.loads((FIXTURES / "golden.json").read_text())["logits"]
-
-
-def need_h5py():
-    """h5py, or a skip (a failure under NPFORMER_REQUIRE_H5=1)."""
-    try:
-        import h5py
-    except ImportError:
-        if os.environ.get("NPFORMER_REQUIRE_H5") == "1":
-            pytest.fail("NPFORMER_REQUIRE_H5=1 but h5py (the h5 extra) is not installed")
-        pytest.skip("h5py (the h5 extra) is not installed")
-    return h5py
 
 
 def copy(tmp_path, source: Path) -> Path:
@@ -51,7 +40,7 @@ def copy(tmp_path, source: Path) -> Path:
 
 @pytest.mark.parametrize("directory", [EF, SF], ids=lambda p: p.name)
 def test_tf_written_checkpoints_give_tfs_logits(directory):
-    need_h5py()
+    need("h5py", extra="h5", switch="NPFORMER_REQUIRE_H5")
     for path in (directory, directory / "tf_model.h5"):
         model, metadata = npformer.load(path)
         assert type(model).__name__ == json.loads((directory / "config.json").read_text())["architectures"][0]
@@ -62,7 +51,7 @@ def test_tf_written_checkpoints_give_tfs_logits(directory):
 
 
 def test_every_entry_point_reads_a_tf_directory():
-    need_h5py()
+    need("h5py", extra="h5", switch="NPFORMER_REQUIRE_H5")
     expected = np.array(GOLDEN[SF.name])
     pixels = seeded_pixels(1, 224, seed=0)
     for load in (npformer.from_pretrained, npformer.AutoModelForImageClassification.from_pretrained,
@@ -75,7 +64,7 @@ def test_every_entry_point_reads_a_tf_directory():
 
 
 def test_npformer_convert_accepts_a_tf_model_h5(tmp_path, capsys):
-    need_h5py()
+    need("h5py", extra="h5", switch="NPFORMER_REQUIRE_H5")
     from npformer.cli import main
 
     assert main(["convert", str(EF / "tf_model.h5"), str(tmp_path / "ef.safetensors")]) == 0
@@ -85,7 +74,7 @@ def test_npformer_convert_accepts_a_tf_model_h5(tmp_path, capsys):
 
 
 def test_pytorch_weights_are_preferred_when_a_directory_holds_both(tmp_path):
-    need_h5py()
+    need("h5py", extra="h5", switch="NPFORMER_REQUIRE_H5")
     directory = copy(tmp_path, SF)
     model = npformer.from_pretrained(directory)
     model.save_pretrained(tmp_path / "pt", format="transformers")
@@ -101,7 +90,7 @@ def test_pytorch_weights_are_preferred_when_a_directory_holds_both(tmp_path):
 
 def structure(path: Path) -> dict:
     """{variable name without "<model>/": (shape, dtype kind)} and the layer names of a tf_model.h5."""
-    h5py = need_h5py()
+    h5py = need("h5py", extra="h5", switch="NPFORMER_REQUIRE_H5")
     with h5py.File(path, "r") as f:
         layers = [n.decode() if isinstance(n, bytes) else n for n in f.attrs["layer_names"]]
         out = {}
@@ -114,7 +103,7 @@ def structure(path: Path) -> dict:
 
 @pytest.mark.parametrize("directory", [EF, SF], ids=lambda p: p.name)
 def test_format_tf_writes_what_transformers_tf_classes_write(tmp_path, directory):
-    need_h5py()
+    need("h5py", extra="h5", switch="NPFORMER_REQUIRE_H5")
     model = npformer.from_pretrained(directory)
     model.save_pretrained(tmp_path / "out", format="tf")
     assert structure(tmp_path / "out" / "tf_model.h5") == structure(directory / "tf_model.h5")
@@ -127,7 +116,7 @@ def test_format_tf_writes_what_transformers_tf_classes_write(tmp_path, directory
 
 
 def test_long_name_lists_are_split_as_keras_splits_them(tmp_path):
-    h5py = need_h5py()
+    h5py = need("h5py", extra="h5", switch="NPFORMER_REQUIRE_H5")
     config = npformer.EfficientFormerConfig.variant("l3", num_labels=3)  # with the teacher's longer model name
     weights = seeded_weights(config, 2)
     npformer.EfficientFormerForImageClassificationWithTeacher(config, weights).save_pretrained(tmp_path / "l3", format="tf")
@@ -154,7 +143,7 @@ def test_what_the_tf_ports_cannot_hold_is_refused_by_name(tmp_path):
 
 
 def test_export_checkpoint_writes_tf_from_any_checkpoint(tmp_path):
-    need_h5py()
+    need("h5py", extra="h5", switch="NPFORMER_REQUIRE_H5")
     from npformer.checkpoints.export import export_checkpoint
 
     export_checkpoint(EF / "tf_model.h5", tmp_path / "again", "tf")
@@ -181,7 +170,7 @@ def test_without_h5py_the_error_says_what_to_install(monkeypatch, tmp_path):
 
 def edited(tmp_path, source: Path, edit) -> Path:
     """A copy of `source` (a TF directory) whose tf_model.h5 `edit(h5py, file)` has changed."""
-    h5py = need_h5py()
+    h5py = need("h5py", extra="h5", switch="NPFORMER_REQUIRE_H5")
     directory = copy(tmp_path, source)
     with h5py.File(directory / "tf_model.h5", "r+") as f:
         edit(h5py, f)
@@ -197,7 +186,7 @@ def first(f, suffix, layer="efficientformer"):
 
 
 def test_not_hdf5_and_truncated_files_are_named(tmp_path):
-    need_h5py()
+    need("h5py", extra="h5", switch="NPFORMER_REQUIRE_H5")
     directory = copy(tmp_path, EF)
     (directory / "tf_model.h5").write_text("version https://git-lfs.github.com/spec/v1\n")
     with pytest.raises(WeightFileError, match="not an HDF5 file"):
@@ -271,7 +260,7 @@ def test_wrong_dtypes_and_a_wrong_bias_index_are_refused(tmp_path):
 
 
 def test_links_out_of_the_file_are_refused(tmp_path):
-    h5py = need_h5py()
+    h5py = need("h5py", extra="h5", switch="NPFORMER_REQUIRE_H5")
     outside = tmp_path / "outside.h5"
     with h5py.File(outside, "w") as g:
         g.create_dataset("x", data=np.ones(32, np.float32))
@@ -376,7 +365,7 @@ def test_a_tf_model_h5_without_a_config_beside_it_is_refused(tmp_path):
 
 
 def test_a_hub_repo_with_only_tf_model_h5_loads(monkeypatch, tmp_path):
-    need_h5py()
+    need("h5py", extra="h5", switch="NPFORMER_REQUIRE_H5")
     pytest.importorskip("huggingface_hub")
     from hub_cache import add_directory, offline_hub, scanned
 
