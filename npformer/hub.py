@@ -24,7 +24,7 @@ import os
 import re
 from pathlib import Path
 
-from .arguments import hub_options, source_path
+from .arguments import FILE_SUFFIXES, hub_options, source_path
 from .errors import MissingExtraError, WeightFileError
 
 # what each use needs from a repo: a list of (alternatives in order of preference, required)
@@ -39,7 +39,6 @@ PREPROCESSOR_CONFIG_FILES = [(("preprocessor_config.json",), True)]
 TIMM_FILES = [(("model.safetensors", "pytorch_model.bin"), True), (("config.json",), False)]
 
 _REPO_ID = re.compile(r"[A-Za-z0-9_][\w.-]*/[\w.-]*[A-Za-z0-9_]")
-_FILE_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".h5", ".json", ".tar", ".npz")
 
 HOW_TO_INSTALL = "pip install 'npformer[hub]'"
 
@@ -49,7 +48,7 @@ def is_hub_id(path) -> bool:
     if not isinstance(path, str) or os.path.exists(path):
         return False
     return (bool(_REPO_ID.fullmatch(path)) and "--" not in path and ".." not in path
-            and not path.lower().endswith(_FILE_SUFFIXES))
+            and not path.lower().endswith(FILE_SUFFIXES))
 
 
 INSTEAD = "pass that directory's path instead of the id"

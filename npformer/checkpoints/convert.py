@@ -6,15 +6,15 @@ that map. Derived buffers are checked, then dropped (e.g. EfficientFormer's `att
 must equal the |Δrow|·R + |Δcol| table npformer computes); `num_batches_tracked` is unused at
 inference.
 
-A SwiftFormer's attention generation (v1 or v2: the same tensors, different weights) is never guessed: transformers checkpoints are
-v1, timm checkpoints v2, and for an original `.pth` the caller must say which.
+A SwiftFormer's attention generation (v1 or v2: the same tensors, different weights) is never
+guessed: transformers checkpoints are v1, timm checkpoints v2, and for an original `.pth` the
+caller must say which.
 
 Nothing here imports model code: a checkpoint needs its family's config and schema only.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -239,7 +239,7 @@ def check_timm_directory(path: Path, weights: Path, cfg) -> None:
     weights into that (refusing weights of another model). Raises ConfigError for a config.json
     naming no model npformer has, CheckpointMismatchError for one naming another model."""
     config = read_json_object(path / "config.json")
-    timm_models = {name: (fam, variant) for fam in registry.FAMILIES.values() for variant, name in fam.timm_names.items()}
+    timm_models = registry.timm_models()
     architecture = config.get("architecture")
     if architecture not in timm_models:
         raise ConfigError(f"{path / 'config.json'}: architecture {architecture!r} is none of timm's models npformer "

@@ -22,7 +22,8 @@ load a "tf" directory with no missing or unexpected weights (tests/test_tf_live.
 
 What a format cannot hold is refused by name (ConfigError), never written approximately:
 EfficientFormerV2 in transformers and its TF port (never ported); SwiftFormer's attention v2 in
-transformers and its TF port (they implement v1), and drop_path_rate > 0 there (TFSwiftFormer cannot build it) and v1 in timm (v2); in timm, any config its model names do not build and classes
+transformers and its TF port (they implement v1), and drop_path_rate > 0 there (TFSwiftFormer
+cannot build it) and v1 in timm (v2); in timm, any config its model names do not build and classes
 other than its two-head classifiers; npformer's own `attention_bias_resize`. One difference is
 allowed on request: timm's EfficientFormer LayerNorm eps is fixed at 1e-5, and weights run by
 transformers with 1e-12 export to timm only with `strict=False` (float32 logits move by ~4e-6).

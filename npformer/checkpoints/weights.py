@@ -40,7 +40,7 @@ import numpy as np
 
 from .._version import __version__
 from ..arguments import output_file
-from ..errors import CheckpointMismatchError, ConfigError, WeightFileError
+from ..errors import ConfigError, WeightFileError
 from ..jsonfile import parse_json_object
 from ..models.schema import check_tensors, check_values  # noqa: F401 (the contract's own check, used by every reader)
 

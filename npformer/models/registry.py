@@ -128,6 +128,11 @@ def detect(keys, source: str) -> tuple[Family, str]:
     )
 
 
+def timm_models() -> dict[str, tuple[Family, str]]:
+    """{timm model name: (family, variant)} of every family ("efficientformer_l1": (EfficientFormer, "l1"))."""
+    return {name: (fam, variant) for fam in FAMILIES.values() for variant, name in fam.timm_names.items()}
+
+
 def family_of_tensors(tensors) -> Family | None:
     """The family whose signature tensor a canonical weight dict holds (None if no family's)."""
     return next((f for f in FAMILIES.values() if f.schema.SIGNATURE in tensors), None)

@@ -15,8 +15,6 @@ from pathlib import Path
 
 from ..errors import ConfigError, WeightFileError
 from ..jsonfile import parse_json_object, read_json_object
-from ..jsonfile import parse_json_object, read_json_object
-from ..jsonfile import parse_json_object, read_json_object
 from .constants import PREPROCESSOR_CONFIG_NAME
 from .processors import EfficientFormerImageProcessor, ViTImageProcessor
 from .recipes import RECIPES, recipe

@@ -40,7 +40,7 @@ from ..errors import CheckpointMismatchError, ConfigError, InputError
 from ..hub import TIMM_FILES, resolve
 from ..jsonfile import read_json_object
 from ..models.classes import model_class
-from ..models.registry import FAMILIES, Family, family_of, variant_name
+from ..models.registry import Family, family_of, timm_models, variant_name
 from ..trace import Trace
 
 HUB_PREFIXES = ("hf-hub:", "hf_hub:")
@@ -54,21 +54,16 @@ def _is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def timm_names() -> dict[str, tuple[Family, str]]:
-    """{timm model name: (family, variant)} of every family."""
-    return {name: (fam, variant) for fam in FAMILIES.values() for variant, name in fam.timm_names.items()}
-
-
 def list_models(filter: str = "", pretrained: bool = False) -> list[str]:
     """timm's `list_models` over npformer's names: `filter` is a wildcard pattern ("swiftformer*");
     `pretrained=True` lists `<name>.<tag>` as timm does."""
-    names = sorted(f"{name}.{fam.timm_tag}" if pretrained else name for name, (fam, _) in timm_names().items())
+    names = sorted(f"{name}.{fam.timm_tag}" if pretrained else name for name, (fam, _) in timm_models().items())
     return [n for n in names if not filter or fnmatch.fnmatch(n, filter)]
 
 
 def lookup(architecture: str) -> tuple[Family, str]:
     """(family, variant) of a timm model name without its tag, or a ConfigError listing the names."""
-    names = timm_names()
+    names = timm_models()
     if architecture not in names:
         raise ConfigError(f"unknown model {architecture!r}: npformer has timm's {', '.join(sorted(names))}")
     return names[architecture]
