@@ -1,18 +1,19 @@
 """Every npformer model class by its transformers name: the model code's side of the registry.
 
 The registry (`registry.py`) is the families' contract, which checkpoint code reads too, so it
-never imports model code; the classes are looked up here, above it.
+never imports model code; the classes are looked up here, above it. A family is one folder,
+`models/<name>/`, so its model module is `models/<name>/model.py`: the registry stays the only
+list of families.
 """
 
 from __future__ import annotations
 
-from ..errors import ConfigError
-from .efficientformer import model as efficientformer
-from .efficientformerv2 import model as efficientformerv2
-from .registry import FAMILIES
-from .swiftformer import model as swiftformer
+import importlib
 
-MODEL_MODULES = {"efficientformer": efficientformer, "swiftformer": swiftformer, "efficientformerv2": efficientformerv2}
+from ..errors import ConfigError
+from .registry import FAMILIES
+
+MODEL_MODULES = {name: importlib.import_module(f"{__package__}.{name}.model") for name in FAMILIES}  # models/<name>/model.py
 
 
 def architectures() -> dict[str, type]:

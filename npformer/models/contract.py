@@ -5,8 +5,8 @@ A family is one folder, `models/<name>/`: `config.py` (its config class and VARI
 seeded weights, the CLI, parity and the teaching helpers use a family only through these names.
 tests/test_family_contract.py runs `contract_problems` over every registered family.
 
-A fourth family adds its folder, one `Family` entry in `registry.py` and one line in
-`classes.py` (its model module); nothing else names families.
+A fourth family adds its folder, one `Family` entry in `registry.py` and, for the oracle tier,
+`tools/references/<name>.py`; nothing else names families.
 """
 
 from __future__ import annotations

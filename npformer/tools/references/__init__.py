@@ -1,11 +1,14 @@
 """How the oracle tier builds each family's PyTorch references (transformers, timm): one module per
-family, with its parity cases. torch is imported only when a builder runs."""
+family, named as the family (`references/<name>.py`), with its parity cases. torch is imported only
+when a builder runs."""
 
 from __future__ import annotations
 
-from . import efficientformer, efficientformerv2, swiftformer
+import importlib
 
-REFERENCES = {"efficientformer": efficientformer, "swiftformer": swiftformer, "efficientformerv2": efficientformerv2}
+from ...models.registry import FAMILIES
+
+REFERENCES = {name: importlib.import_module(f"{__package__}.{name}") for name in FAMILIES}  # references/<name>.py
 
 
 def of(family):
