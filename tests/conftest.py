@@ -17,3 +17,16 @@ def pytest_runtest_makereport(item, call):
     if os.environ.get("NPFORMER_REQUIRE_ORACLE") == "1" and report.skipped and "could not import" in str(report.longrepr):
         report.outcome = "failed"
         report.longrepr = f"NPFORMER_REQUIRE_ORACLE=1 but the oracle is missing: {report.longrepr}"
+
+
+def pytest_collection_modifyitems(items):
+    """float64 without BatchNorm folding repeats, at twice the cost, what float64 folded and float32 unfolded
+    check: heavy (tests/tiers.py)."""
+    import numpy as np
+
+    from tiers import heavy
+
+    for item in items:
+        params = getattr(item, "callspec", None) and item.callspec.params
+        if params and params.get("fuse") is False and params.get("dtype") in (np.float64, "float64"):
+            item.add_marker(heavy)

@@ -24,12 +24,14 @@ HERE = Path(__file__).parent
 GOLDEN = HERE / "fixtures" / "golden_any_size"
 
 import importlib.util  # noqa: E402
+from tiers import heavy
 
 _spec = importlib.util.spec_from_file_location("golden_any_size", GOLDEN / "make_golden.py")
 golden = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(golden)
 
 DTYPES = (np.float32, np.float64)
+PRECISIONS = [np.float32, pytest.param(np.float64, marks=heavy)]  # float32 covers every size in the default tier
 TOL = {np.float32: 1e-4, np.float64: 1e-9}  # relative to the largest reference value
 
 
@@ -164,7 +166,7 @@ def npformer_bias_case(case, dtype, checkpoints, fuse=False):
     return model, golden.case_pixels(size)
 
 
-@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+@pytest.mark.parametrize("dtype", PRECISIONS, ids=["float32", "float64"])
 @pytest.mark.parametrize("case", list(golden.BIAS_CASES))
 def test_bias_strategy_matches_reference(case, dtype, checkpoints):
     ref = read_golden(case)
@@ -174,7 +176,7 @@ def test_bias_strategy_matches_reference(case, dtype, checkpoints):
     close(fused(pixels).logits, ref[f"{np.dtype(dtype).name}/logits"], dtype)
 
 
-@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+@pytest.mark.parametrize("dtype", PRECISIONS, ids=["float32", "float64"])
 @pytest.mark.parametrize("case", list(golden.NATIVE_CASES))
 def test_model_built_for_its_grid_matches_transformers(case, dtype, tmp_path):
     """transformers' `resolution` builds EfficientFormer for another grid (10: 320 px), and a 224
@@ -223,7 +225,7 @@ def npformer_feature_model(case, dtype, checkpoints):
     return npformer.from_pretrained(path, dtype=dtype, attention_bias_resize=strategy), golden.case_pixels(size)
 
 
-@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+@pytest.mark.parametrize("dtype", PRECISIONS, ids=["float32", "float64"])
 @pytest.mark.parametrize("case", list(golden.FEATURE_CASES))
 def test_forward_intermediates_match_timm(case, dtype, checkpoints):
     ref, prefix = read_golden(case), np.dtype(dtype).name

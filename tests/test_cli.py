@@ -25,6 +25,7 @@ from npformer.labels import imagenet_labels, label_names
 from npformer.preprocess import EfficientFormerImageProcessor, ViTImageProcessor, recipe
 from npformer.checkpoints.seeded import seeded_weights
 from npformer.checkpoints.weights import load_weights
+from tiers import heavy
 
 FIXTURES = Path(__file__).parent / "fixtures"
 CKPT = FIXTURES / "checkpoints"
@@ -293,7 +294,7 @@ def test_shapes_l1(capsys):
 
 
 @pytest.mark.parametrize("variant,batch,widths,last", [
-    ("l3", 1, [64, 128, 320, 512], 6), ("l7", 1, [96, 192, 384, 768], 8),
+    ("l3", 1, [64, 128, 320, 512], 6), pytest.param("l7", 1, [96, 192, 384, 768], 8, marks=heavy),
 ])
 def test_shapes_l3_l7_widths(capsys, variant, batch, widths, last):
     code, out, _ = run(capsys, "shapes", "--variant", variant, "--batch", batch)

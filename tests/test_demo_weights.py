@@ -15,6 +15,7 @@ import npformer
 from npformer import cli
 from npformer.preprocess import EfficientFormerImageProcessor
 from npformer.checkpoints.weights import load_weights
+from tiers import heavy
 
 ROOT = Path(__file__).parent.parent
 DIGITS = Path(__file__).parent / "fixtures" / "digits"
@@ -40,7 +41,8 @@ def heldout_pixels(metadata) -> np.ndarray:
     return processor([Image.fromarray(image, mode="L") for image in HELDOUT["images"]])["pixel_values"]
 
 
-@pytest.mark.parametrize("family", ["efficientformer", "swiftformer", "efficientformerv2"])
+@pytest.mark.parametrize("family", ["efficientformer", pytest.param("swiftformer", marks=heavy),
+                                    pytest.param("efficientformerv2", marks=heavy)])
 def test_npformer_reproduces_the_trained_models(family):
     _, metadata = load_weights(WEIGHTS[family])
     model = npformer.from_pretrained(WEIGHTS[family])

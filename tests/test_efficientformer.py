@@ -20,6 +20,7 @@ from npformer.errors import CheckpointMismatchError, InputError
 from npformer.tools.parity import HEAD_KINDS, checksum, entry_diff, golden_entries, npformer_outputs, seeded_pixels
 from npformer.checkpoints.seeded import seeded_weights
 from npformer.trace import Trace
+from tiers import variants
 
 GOLDEN = Path(__file__).parent / "fixtures" / "golden"
 # logits: max abs diff; hidden states, attentions: max abs diff / max(1, max |reference|)
@@ -45,7 +46,7 @@ def golden_diffs(variant, num_heads, dtype, cfg=None, fuse=False):
     return {k: entry_diff(k, v, golden[k]) for k, v in ours.items()}
 
 
-@pytest.mark.parametrize("variant", ["l1", "l3", "l7"])
+@pytest.mark.parametrize("variant", variants("efficientformer", ["l1", "l3", "l7"]))
 def test_seeded_weights_are_what_the_fixtures_were_made_from(variant):
     _, meta = read_golden(variant)
     cfg = EfficientFormerConfig.variant(variant)
@@ -55,7 +56,7 @@ def test_seeded_weights_are_what_the_fixtures_were_made_from(variant):
 @pytest.mark.parametrize("fuse", [False, True], ids=["unfused", "fused"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("num_heads", [2, 1, 0])
-@pytest.mark.parametrize("variant", ["l1", "l3", "l7"])
+@pytest.mark.parametrize("variant", variants("efficientformer", ["l1", "l3", "l7"]))
 def test_matches_transformers_golden(variant, num_heads, dtype, fuse):
     diffs = golden_diffs(variant, num_heads, dtype, fuse=fuse)
     tol = TOL[np.dtype(dtype).name]

@@ -36,6 +36,7 @@ from npformer.models.efficientformerv2.config import EfficientFormerV2Config
 from npformer.models.schema import detect_schema, foreign_names
 from npformer.tools.parity import abs_diff, checksum, scaled_diff, seeded_pixels
 from npformer.trace import Trace
+from tiers import tiered, variants
 
 GOLDEN = Path(__file__).parent / "fixtures" / "golden_v2"
 VARIANTS = ["s0", "s1", "s2", "l"]
@@ -81,7 +82,7 @@ def golden_diffs(case, dtype, fuse=False, weights=None):
     return diffs(make_golden.golden_entries(outputs, name), {k: v for k, v in golden.items() if k.startswith(f"{name}/")})
 
 
-@pytest.mark.parametrize("case", list(make_golden.CASES))
+@pytest.mark.parametrize("case", tiered(make_golden.CASES, lambda case: ("efficientformerv2", make_golden.CASES[case][0])))
 def test_seeded_weights_are_what_the_fixtures_were_made_from(case):
     _, meta = read_golden(case)
     assert checksum(seeded(make_golden.case_config(case))) == meta["weights_checksum"]
@@ -102,7 +103,7 @@ def test_seeded_weights_exercise_every_path():
 
 @pytest.mark.parametrize("fuse", [False, True], ids=["unfused", "fused"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("case", list(make_golden.CASES))
+@pytest.mark.parametrize("case", tiered(make_golden.CASES, lambda case: ("efficientformerv2", make_golden.CASES[case][0])))
 def test_matches_timm_golden(case, dtype, fuse):
     found = golden_diffs(case, dtype, fuse=fuse)
     tol = TOL[np.dtype(dtype).name]
@@ -147,7 +148,7 @@ def original_to_canonical(state, cfg) -> dict:
     return to_canonical(state, cfg, 2, "original", "test")
 
 
-@pytest.mark.parametrize("variant", ["s0", "s2"])
+@pytest.mark.parametrize("variant", variants("efficientformerv2", ["s0", "s2"]))
 def test_original_schema_names_every_tensor_once(variant):
     cfg = EfficientFormerV2Config.variant(variant)
     weights = seeded(cfg)
@@ -544,7 +545,7 @@ def timm_models():
 
 @pytest.mark.oracle
 @pytest.mark.parametrize("batch", [1, 4])
-@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("variant", variants("efficientformerv2", VARIANTS))
 def test_matches_timm_live(variant, batch, timm_models):
     cfg = make_golden.case_config(variant)
     weights = seeded(cfg)
@@ -575,7 +576,7 @@ def test_every_traced_timm_module_matches(case, fuse, timm_models):
 
 
 @pytest.mark.oracle
-@pytest.mark.parametrize("case", list(make_golden.CASES))
+@pytest.mark.parametrize("case", tiered(make_golden.CASES, lambda case: ("efficientformerv2", make_golden.CASES[case][0])))
 def test_timm_state_dict_and_buffers_are_the_schema(case, timm_models):
     from timm.models import efficientformer_v2 as timm_v2
 
@@ -596,7 +597,7 @@ def test_timm_state_dict_and_buffers_are_the_schema(case, timm_models):
 
 
 @pytest.mark.oracle
-@pytest.mark.parametrize("variant", ["s0", "s1"])
+@pytest.mark.parametrize("variant", variants("efficientformerv2", ["s0", "s1"]))
 def test_timm_state_dict_renamed_to_original_gives_timms_logits(variant, timm_models):
     cfg = make_golden.case_config(variant)
     timm = timm_models(variant, np.float64)

@@ -32,6 +32,7 @@ from npformer.evaluation import EvaluationInterrupted, evaluate, read_dataset, r
 from npformer.evaluation import run as run_module
 from npformer.evaluation.datasets import match_classes
 from npformer.labels import imagenet_labels, imagenet_synsets
+from tiers import heavy
 
 ROOT = Path(__file__).parent.parent
 DIGITS = Path(__file__).parent / "fixtures" / "digits"
@@ -81,6 +82,7 @@ def test_the_heldout_folder_is_exactly_heldout_npz(tmp_path):
 # the demo weights' accuracies, image by image against the PyTorch reference's stored logits
 
 
+@heavy  # the whole held-out set per family; test_the_report_and_its_summary_line checks the first in the default tier
 @pytest.mark.parametrize("family,correct", [("efficientformer", 357), ("swiftformer", 360), ("efficientformerv2", 359)])
 def test_evaluate_reproduces_the_accuracy_each_demo_weight_file_records(family, correct):
     _, metadata = load_weights(WEIGHTS[family])
@@ -136,6 +138,7 @@ def test_float64_records_float64_values_and_the_same_classes(tmp_path):
 # determinism: workers, interrupt and resume
 
 
+@heavy  # the whole held-out set three times; tests/test_evaluate_workers.py checks worker counts in the default tier
 def test_records_are_identical_for_any_worker_count(tmp_path):
     files = []
     for workers in (1, 2, 3):
@@ -291,6 +294,9 @@ def test_ctrl_c_on_the_command_line_leaves_a_resumable_file(tmp_path, monkeypatc
 # it has sent SIGINT, so the run cannot finish before its signal however fast or busy the machine
 BLOCKED_CHILD = """
 import sys, time
+import signal
+# Ctrl-C as a terminal delivers it, even when the tests run as a background job (which starts with SIGINT ignored)
+signal.signal(signal.SIGINT, signal.default_int_handler)
 from pathlib import Path
 from npformer.evaluation import run
 
@@ -500,6 +506,7 @@ def _port_file(path, family, rows=None, top5_only=False, change=None):
     return path
 
 
+@heavy  # the whole held-out set, three times
 def test_compare_with_a_ports_predictions(tmp_path, capsys):
     port = _port_file(tmp_path / "port.jsonl", "efficientformer")
     result = digits(compare=port, logits=True)

@@ -26,6 +26,7 @@ from npformer.evaluation import EvaluationInterrupted, evaluate, merge_shards, r
 from npformer.evaluation import backends
 from npformer.evaluation import run as run_module
 from npformer.evaluation.batch import WorkerSpec, keep_malloc_fast, load_runner, worker_runner
+from tiers import heavy
 
 ROOT = Path(__file__).parent.parent
 FOLDER = Path(__file__).parent / "fixtures" / "digits" / "heldout"
@@ -154,6 +155,9 @@ def test_a_killed_worker_process_ends_the_run_with_a_resumable_file(tmp_path, on
 # (so the signal lands mid-run however fast the machine), and writes its worker processes' pids
 BLOCKED_CLIENT = """
 import os, sys, time
+import signal
+# Ctrl-C as a terminal delivers it, even when the tests run as a background job (which starts with SIGINT ignored)
+signal.signal(signal.SIGINT, signal.default_int_handler)
 from pathlib import Path
 from npformer.evaluation import backends, run
 
@@ -294,6 +298,7 @@ DASK_CLIENT = BLOCKED_CLIENT.replace("""    backends._start_worker_process = sta
 """)
 
 
+@heavy  # a client killed outright; the default tier stops clients and workers by Ctrl-C
 @pytest.mark.parametrize("workers", [["--workers", "2"], ["--cluster", "local:2"]], ids=["processes", "local:2"])
 def test_a_killed_client_leaves_no_worker_and_resumes_to_the_same_file(tmp_path, one_worker, workers):
     """SIGKILL to the client while it waits after batch 2: its worker processes exit by themselves

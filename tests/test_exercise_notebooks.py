@@ -75,7 +75,7 @@ def test_exercise_notebooks_say_what_you_do_learn_need(name):
         assert heading in text
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 @pytest.mark.parametrize("name", NAMES)
 def test_solution_executes_with_every_check_passing(name, tmp_path):
     need("jupytext", "nbclient", "ipykernel")
@@ -94,7 +94,7 @@ def test_solution_executes_with_every_check_passing(name, tmp_path):
     assert earned == possible > 0
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 @pytest.mark.parametrize("name", NAMES)
 def test_student_version_executes_with_every_check_not_implemented_yet(name):
     """The committed student notebook runs top to bottom: every check prints "not implemented yet",
@@ -149,7 +149,7 @@ def comparable(cell) -> tuple:
     return cell["cell_type"], student.source_of(cell), meta, cell.get("outputs"), cell.get("execution_count")
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_nbgrader_generates_the_committed_student_versions_and_autogrades_them(tmp_path):
     need("nbgrader", extra="course", switch="NPFORMER_REQUIRE_COURSE")
     course = tmp_path / "course"

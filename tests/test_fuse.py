@@ -10,6 +10,7 @@ from npformer.errors import InputError
 from npformer.tools.parity import seeded_pixels
 from npformer import SwiftFormerForImageClassification, SwiftFormerModel
 from npformer.trace import Trace
+from tiers import heavy
 
 RNG = np.random.default_rng(0)
 
@@ -39,9 +40,9 @@ def test_fold_before_equals_batch_norm_then_1x1_conv():
 
 MODELS = [
     (EfficientFormerForImageClassificationWithTeacher, EfficientFormerConfig.variant("l1")),
-    (EfficientFormerModel, EfficientFormerConfig.variant("l3")),
+    pytest.param(EfficientFormerModel, EfficientFormerConfig.variant("l3"), marks=heavy),
     (SwiftFormerForImageClassification, SwiftFormerConfig.variant("xs", attention_generation="v2")),
-    (SwiftFormerModel, SwiftFormerConfig.variant("s")),
+    pytest.param(SwiftFormerModel, SwiftFormerConfig.variant("s"), marks=heavy),
 ]
 
 

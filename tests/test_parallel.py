@@ -21,6 +21,7 @@ from npformer import SwiftFormerForImageClassification
 from npformer import parallel
 from npformer.errors import InputError
 from npformer.trace import Trace
+from tiers import named_variants
 
 FAMILIES = {
     "efficientformer": (EfficientFormerConfig, EfficientFormerForImageClassificationWithTeacher),
@@ -52,7 +53,7 @@ def threads():
     parallel.set_num_threads(before)
 
 
-@pytest.mark.parametrize("name", CASES)
+@pytest.mark.parametrize("name", named_variants(CASES))
 def test_outputs_are_bit_identical_for_any_worker_count_and_batch_invariant(name, threads):
     model, side = build(name), CASES[name]
     batch = images(8, side)

@@ -18,10 +18,11 @@ from npformer.tools.parity import abs_diff, checksum, entry_diff, golden_entries
 from npformer.tools.parity import seeded_pixels
 from npformer.checkpoints.seeded import seeded_weights
 from npformer.trace import Trace
+from tiers import variants
 
 GOLDEN = Path(__file__).parent / "fixtures" / "golden"
 TOL = {"float32": 1e-4, "float64": 1e-9}
-VARIANTS = ["xs", "s", "l1", "l3"]
+VARIANTS = variants("swiftformer", ["xs", "s", "l1", "l3"])
 CASES = [("transformers", 2), ("transformers", 0), ("timm", 2)]
 
 

@@ -23,6 +23,7 @@ import npformer.models.swiftformer.model as sf
 from npformer.checkpoints.seeded import seeded_weights
 from npformer.tools.parity import abs_diff, checksum, scaled_diff
 from npformer.trace import Trace
+from tiers import tiered, variants
 
 GOLDEN = Path(__file__).parent / "fixtures" / "golden_sizes"
 TOL = {"float32": 1e-4, "float64": 1e-9}
@@ -83,7 +84,7 @@ def test_fixture_holds_every_case_and_nothing_else():
     assert golden["xs/224x320/v1/float64/logits"].dtype == np.float64
 
 
-@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("variant", variants("swiftformer", VARIANTS))
 def test_seeded_weights_are_what_the_fixture_was_made_from(variant):
     _, meta = read_golden()
     assert checksum(weights_of(variant)) == meta[f"weights_checksum/{variant}"], "seeded weights drifted"
@@ -100,7 +101,7 @@ def test_seeded_pixels_are_what_the_fixture_was_made_from(size):
 @pytest.mark.parametrize("fuse", [False, True], ids=["unfused", "fused"])
 @pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
 @pytest.mark.parametrize("generation", list(make_golden.GENERATIONS))
-@pytest.mark.parametrize("variant,size", make_golden.CASES, ids=[f"{v}-{s}" for v, s in make_golden.CASES])
+@pytest.mark.parametrize("variant,size", tiered(make_golden.CASES, lambda case: ("swiftformer", case[0]), unpack=True), ids=[f"{v}-{s}" for v, s in make_golden.CASES])
 def test_matches_reference_golden(variant, size, generation, dtype, fuse):
     d = golden_diffs(variant, size, generation, dtype, fuse)
     tol = TOL[np.dtype(dtype).name]
@@ -140,7 +141,7 @@ def test_v1_and_v2_drift_apart_as_the_token_count_grows():
 
 @pytest.mark.oracle
 @pytest.mark.parametrize("generation", list(make_golden.GENERATIONS))
-@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("variant", variants("swiftformer", VARIANTS))
 def test_matches_reference_live(variant, generation):
     """Every variant at every size, float32 (unfused and fused) and float64, batch 1."""
     pytest.importorskip("torch")

@@ -28,6 +28,7 @@ from npformer.checkpoints.weights import count_parameters
 from npformer.errors import CheckpointMismatchError, ConfigError, InputError
 from npformer.preprocess import recipe
 from npformer.tools.parity import seeded_pixels
+from tiers import tiered
 
 FIXTURES = Path(__file__).parent / "fixtures"
 IMAGES = sorted((FIXTURES / "images").glob("*.[pj][np]g"))
@@ -41,6 +42,7 @@ TIMM_PRETRAINED = {
                      "swiftformer_xs.dist_in1k"],
 }
 ALL_NAMES = [n for f in npformer.models.registry.FAMILIES.values() for n in f.timm_names.values()]
+TIMM_FAMILY_VARIANT = {name: (family.name, variant) for name, (family, variant) in npformer.models.registry.timm_models().items()}
 # what timm 1.0.31 says of every name: pretrained_cfg, data config, hub config.json, parameter count
 # (tests/fixtures/timm_hub/make_fixtures.py)
 TIMM = json.loads((FIXTURES / "timm_hub" / "timm_configs.json").read_text())["names"]
@@ -68,7 +70,7 @@ def test_list_models_is_timms(pattern):
     assert nptimm.list_models(pattern) == sorted({n.split(".")[0] for n in TIMM_PRETRAINED[pattern]})
 
 
-@pytest.mark.parametrize("name", ALL_NAMES)
+@pytest.mark.parametrize("name", tiered(ALL_NAMES, lambda name: TIMM_FAMILY_VARIANT[name]))
 def test_every_timm_name_builds_its_variant(name):
     model = npformer.create_model(name)
     fam, variant = nptimm.factory.lookup(name)
@@ -190,7 +192,7 @@ def test_list_models_live(timm):
 
 
 @pytest.mark.oracle
-@pytest.mark.parametrize("name", ALL_NAMES)
+@pytest.mark.parametrize("name", tiered(ALL_NAMES, lambda name: TIMM_FAMILY_VARIANT[name]))
 def test_against_timm_for_every_name(timm, name):
     import torch
 

@@ -23,10 +23,11 @@ from npformer import EfficientFormerForImageClassificationWithTeacher
 from npformer.tools.parity import abs_diff, checksum, scaled_diff, seeded_pixels
 from npformer.checkpoints.seeded import seeded_weights
 from npformer.trace import Trace
+from tiers import variants
 
 GOLDEN = Path(__file__).parent / "fixtures" / "golden_timm"
 HF_GOLDEN = Path(__file__).parent / "fixtures" / "golden"
-VARIANTS = ["l1", "l3", "l7"]
+VARIANTS = variants("efficientformer", ["l1", "l3", "l7"])
 # logits: max abs diff; features: max abs diff / max(1, max |timm|)
 TOL = {"float32": 1e-4, "float64": 1e-9}
 
