@@ -21,7 +21,7 @@ from npformer import SwiftFormerForImageClassification
 from npformer import parallel
 from npformer.errors import InputError
 from npformer.trace import Trace
-from tiers import named_variants
+from tiers import REPRESENTATIVE, named_variants
 
 FAMILIES = {
     "efficientformer": (EfficientFormerConfig, EfficientFormerForImageClassificationWithTeacher),
@@ -135,6 +135,24 @@ def test_blas_runs_on_one_thread_inside_a_forward_and_the_callers_limits_come_ba
         model(images(2, 224))
         assert blas_threads() == before
     assert seen and all(n == 1 for _, n in seen[0])
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_the_weights_memory_layout_does_not_change_a_bit(family):
+    """The same weights held in Fortran order or as strided views (as tf_model.h5's transposed kernels
+    arrive) give bit-identical outputs: the model keeps its weights in C order."""
+    config_class, model_class = FAMILIES[family]
+    config = config_class.variant(REPRESENTATIVE[family])
+    weights = dict(model_class(config).weights)
+    fortran = {k: np.asfortranarray(v) for k, v in weights.items()}
+    strided = {k: np.repeat(v, 2, axis=-1)[..., ::2] if v.ndim else v for k, v in weights.items()}
+    assert any(not v.flags.c_contiguous for v in fortran.values())
+    pixels = images(1, 224)
+    expected = model_class(config, weights)(pixels).logits
+    for other in (fortran, strided):
+        model = model_class(config, other)
+        assert all(v.flags.c_contiguous for v in model.weights.values())
+        assert np.array_equal(model(pixels).logits, expected)
 
 
 def test_callers_threads_each_running_forwards_get_the_same_bits(threads):

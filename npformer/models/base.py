@@ -114,9 +114,43 @@ def check_finite_output(x: np.ndarray, name: str, pixel_values: np.ndarray) -> n
 
 
 class PreTrainedModel:
-    """Config + weights. Subclasses set `family`, `num_heads` (classifier heads they use) and
-    `weight_schema` (config, num_heads) -> {name: shape}, and write the forward as `_forward`
-    (pixel_values, ..., trace=None); calling the model runs it as `__call__` says."""
+    """What every npformer model class shares: a config, weights in one dtype, and the forward.
+
+    `Class(config)` builds a model with seeded weights (transformers' `Class(config)` has random
+    ones); `Class.from_pretrained(path)` loads a checkpoint. Calling the model runs the forward
+    (each class documents its own arguments and outputs). Weights are held read-only.
+
+    Parameters
+    ----------
+    config : ClassifierConfig
+        An `EfficientFormerConfig`, `SwiftFormerConfig` or `EfficientFormerV2Config`, of the
+        class's family.
+    weights : dict of str to ndarray, optional
+        Every tensor the class needs, under timm's names (`stem.conv1.weight`, ...), with the
+        shapes the config gives; `None` gives seeded weights (`npformer.models.seeded`).
+    dtype : numpy dtype, default np.float32
+        `np.float32` or `np.float64`: the dtype of the weights and of every intermediate.
+
+    Attributes
+    ----------
+    config : ClassifierConfig
+        The architecture.
+    dtype : numpy.dtype
+        float32 or float64.
+    weights : mapping of str to ndarray
+        The tensors, read-only, under timm's names.
+    fused : bool
+        True once `fuse` has folded the BatchNorms into the convolutions.
+
+    Raises
+    ------
+    CheckpointMismatchError
+        `weights` with missing, unexpected or mis-shaped tensors, or non-float ones.
+    WeightFileError
+        `weights` holding NaN, inf, values beyond float32's range or negative BatchNorm variances.
+    ConfigError
+        A `dtype` other than float32 or float64.
+    """
 
     family = ""
     num_heads = 0
@@ -136,12 +170,39 @@ class PreTrainedModel:
         if weights is None:  # like transformers' Model(config): random weights (here seeded, see checkpoints/seeded.py)
             weights = seeded_weights(config, num_heads=self.num_heads)
         check_tensors(weights, self.weight_schema(config, self.num_heads), source=type(self).__name__)
-        self._set_weights({k: np.array(v, dtype=self.dtype, copy=True) for k, v in weights.items()})
+        # C order whatever the source's layout (tf_model.h5's kernels arrive transposed): a product's rounding
+        # depends on its operands' memory order, and the outputs must not depend on where the weights came from
+        self._set_weights({k: np.array(v, dtype=self.dtype, order="C", copy=True) for k, v in weights.items()})
 
     def __call__(self, pixel_values, *args, **kwargs):
-        """The forward (`_forward`), with BLAS held at one thread (npformer/parallel.py). A batch of
-        B ≥ 2 runs as B forwards of one image each (`batching.per_image`): an image's outputs are
-        bit-identical alone or at any place in any batch, with any worker count."""
+        """Run the model on a batch of pixel values.
+
+        BLAS is held at one thread inside the forward (`npformer.parallel`). A batch of B ≥ 2
+        runs as B forwards of one image each, on npformer's threads: an image's outputs are
+        bit-identical alone or at any place in any batch, with any thread count.
+
+        Parameters
+        ----------
+        pixel_values : array_like of shape [B, C, H, W]
+            Normalised floating-point pixels (float16, float32 or float64; any strides, byte
+            order or nested lists), copied into the model's dtype.
+        *args
+            The class's forward arguments, in order (see its `__call__`).
+        **kwargs
+            The same, by name: `labels`, `output_hidden_states`, `output_attentions`, `trace`.
+
+        Returns
+        -------
+        ModelOutput
+            The class's output, with transformers' field names.
+
+        Raises
+        ------
+        InputError
+            Pixel values the model cannot take: not 4-D, the wrong channel count, an integer,
+            bool, complex or empty array, NaN or inf values, or a size whose attention grid the
+            model is not built for.
+        """
         with blas_held_at_one():
             if batch_size(pixel_values) < 2:
                 return self._forward(pixel_values, *args, **kwargs)
@@ -164,33 +225,93 @@ class PreTrainedModel:
 
     @property
     def feature_info(self):
-        """Channels, total stride and module of each stage's output, as timm's `feature_info` (models/features.py)."""
+        """Channels, total stride and module name of each stage's output, as timm's `feature_info`.
+
+        A list of four dicts `{"num_chs", "reduction", "module"}` (strides 4, 8, 16, 32 for the
+        published variants), with timm's accessors `channels()`, `reduction()`, `module_name()`.
+        """
         from .features import feature_info
 
         return feature_info(self.config)
 
     def forward_intermediates(self, pixel_values, indices=None, norm=False, intermediates_only=False):
-        """(final, [NCHW stage maps]) as timm's `forward_intermediates`: `indices` None (all four
-        stages), n (the last n) or a list; `norm` normalises the last stage's map. See models/features.py."""
+        """The stage outputs as NCHW feature maps, as timm's `forward_intermediates`.
+
+        Parameters
+        ----------
+        pixel_values : array_like of shape [B, C, H, W]
+            Normalised pixel values.
+        indices : int or list of int, optional
+            The stages to return: all four (None), the last n (an int n), or those listed
+            (negative indices count from the end).
+        norm : bool, default False
+            Return the last stage's map after the final norm (timm applies it to the last stage
+            only).
+        intermediates_only : bool, default False
+            Return the list of maps alone.
+
+        Returns
+        -------
+        final : ndarray
+            timm's `forward_features`: EfficientFormer's normalised tokens [B, N, C];
+            EfficientFormerV2's and SwiftFormer's last map [B, C, H/32, W/32] (after the final
+            norm where the model has one).
+        maps : list of ndarray, each of shape [B, C_i, H_i, W_i]
+            The selected stages' outputs (EfficientFormer's last-stage tokens laid back on their
+            grid).
+
+        Raises
+        ------
+        InputError
+            An index out of range, or `norm=True` for a model without a final norm.
+        """
         from .features import forward_intermediates
 
         return forward_intermediates(self, pixel_values, indices, norm, intermediates_only)
 
     def features_only(self, out_indices=(0, 1, 2, 3)):
-        """A model returning the stage maps `out_indices` selects, as timm's `features_only=True`."""
+        """A model that returns the stage maps `out_indices` selects, as timm's `features_only=True`.
+
+        Parameters
+        ----------
+        out_indices : sequence of int, default (0, 1, 2, 3)
+            The stages whose outputs the model returns.
+
+        Returns
+        -------
+        FeatureListModel
+            Calling it on pixel values [B, C, H, W] returns a list of NCHW maps; its
+            `feature_info` describes them.
+        """
         from .features import FeatureListModel
 
         return FeatureListModel(self, out_indices)
 
     def eval(self):
-        """The model (`model.eval()` in transformers and timm code): npformer models only ever run in
-        inference mode."""
+        """Return the model itself: npformer models only run in inference mode.
+
+        There for code written for transformers and timm, which calls `model.eval()`.
+
+        Returns
+        -------
+        PreTrainedModel
+            This model.
+        """
         return self
 
     def fuse(self):
-        """This model with each BatchNorm folded into its convolution: one pass over each feature map
-        fewer, the same outputs to float32 rounding (see fuse.py). The fast path; an oracle trace
-        of the unfused model has more entries (each convolution before its BatchNorm)."""
+        """A copy of this model with each BatchNorm folded into its convolution: the fast path.
+
+        One pass over each feature map fewer; the same outputs to float32 rounding
+        (`npformer.fuse`). A trace of the fused model records each folded pair under the
+        BatchNorm's name, so it has fewer entries than the unfused model's. A fused model cannot
+        be saved.
+
+        Returns
+        -------
+        PreTrainedModel
+            The fused copy (this model, when it is fused already).
+        """
         if self.fused:
             return self
         model = copy.copy(self)
@@ -203,17 +324,86 @@ class PreTrainedModel:
     def from_pretrained(cls, path, dtype=np.float32, attention_generation=None, fuse=False, image_size=None,
                         attention_bias_resize=None, *, revision=None, cache_dir=None, local_files_only=False,
                         token=None):
-        """Load an npformer weight file, a transformers model directory or an original / timm
-        checkpoint into this class (dropping heads it does not use, as transformers does);
-        `fuse=True` gives the fused fast path (`fuse`); `image_size` and `attention_bias_resize`
-        as `npformer.load`. `path` may be a Hugging Face hub id (`revision`, `cache_dir`,
-        `local_files_only`, `token`: see npformer/hub.py). npformer.loading reads it (`load_into`)."""
+        """Load a checkpoint into this class.
+
+        Heads the checkpoint has beyond the class's are dropped, as transformers does (a
+        two-head checkpoint loads into `...ForImageClassification` with its class head, into
+        `...Model` with none).
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            An npformer weight file, a transformers or timm model directory, an original or timm
+            checkpoint file, or a Hugging Face hub id (see `npformer.load`).
+        dtype : numpy dtype, default np.float32
+            `np.float32` or `np.float64`.
+        attention_generation : str, optional
+            SwiftFormer's attention generation, "v1" or "v2"; required for original SwiftFormer checkpoints.
+        fuse : bool, default False
+            Return the fused fast path (`fuse`).
+        image_size : int or tuple of int, optional
+            The input size to run at, one side or `(H, W)` (see `npformer.load`).
+        attention_bias_resize : str, optional
+            How the attention biases follow another grid, "table" or "pairwise" (see `npformer.load`).
+        revision : str, optional
+            Hub ids only: the branch, tag or commit.
+        cache_dir : str or os.PathLike, optional
+            Hub ids only: the Hugging Face cache.
+        local_files_only : bool, default False
+            Hub ids only: never download.
+        token : str or bool, optional
+            Hub ids only: a token for a private repo.
+
+        Returns
+        -------
+        PreTrainedModel
+            A model of this class.
+
+        Raises
+        ------
+        InputError
+            A checkpoint of another family.
+        NpformerError
+            The subclasses `npformer.load` raises, for the same reasons; a checkpoint with fewer
+            heads than the class needs is a `CheckpointMismatchError`.
+        """
         return CHECKPOINT_IO["load_into"](cls, path, dtype, attention_generation, fuse, image_size,
                                           attention_bias_resize, revision=revision, cache_dir=cache_dir,
                                           local_files_only=local_files_only, token=token)
 
     def save_pretrained(self, path, source="npformer", checkpoint="", format="npformer", **options) -> None:
-        """Write an npformer weight file (float32); `format="transformers"`, `"timm"` or `"tf"`: a directory
-        those libraries load to the same logits (`options`: see npformer/checkpoints/export.py).
-        npformer.loading writes it (`save`)."""
+        """Save the model: an npformer weight file, or a directory transformers or timm loads.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            `format="npformer"`: the file to write, whose name must end in `.safetensors` and
+            whose directory must exist (an existing file is replaced). Other formats: the
+            directory to write, created when missing.
+        source : str, default "npformer"
+            Recorded in the npformer file's metadata (`source`).
+        checkpoint : str, default ""
+            Recorded in the npformer file's metadata (`checkpoint`).
+        format : {"npformer", "transformers", "tf", "timm"}, default "npformer"
+            `"transformers"`: `config.json`, `model.safetensors`, `preprocessor_config.json`;
+            `"tf"`: the same with `tf_model.h5` (needs h5py); `"timm"`: timm's hub layout,
+            `config.json` and `model.safetensors`. Each loads to the same logits in its library.
+        **options
+            `image_processor=` for "transformers" and "tf" (the processor whose settings
+            `preprocessor_config.json` gets), `strict=False` for "timm" (accept timm's LayerNorm
+            eps 1e-5 for EfficientFormer weights run with 1e-12).
+
+        Raises
+        ------
+        InputError
+            A fused model (it has no BatchNorm weights left to save).
+        ConfigError
+            A path or format npformer cannot write (a name without `.safetensors`, a directory
+            named like a weight file), or a model the format cannot hold (EfficientFormerV2 in
+            transformers, SwiftFormer attention v2 in transformers or v1 in timm, a config timm
+            builds under no name).
+        NpformerError
+            An existing directory or a trailing separator for the one-file npformer format, a
+            missing parent directory, an existing file for a directory format.
+        """
         CHECKPOINT_IO["save"](self, path, source, checkpoint, format, **options)
