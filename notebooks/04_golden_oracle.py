@@ -254,6 +254,7 @@ assert all(name != "(none)" for _, dtype, _, name, _, _ in table if dtype == "fl
 # - **other attention generation** (SwiftFormer) fails at the very first `attn.weights`. Under
 #   v1 those weights are all ones.
 #
-# **Note:** the same workflow works from a shell. The README's five lines are
+# **Note:** the same workflow works from a shell (the guide *Golden values for a port* on the
+# documentation site walks through it):
 # `npformer trace IMAGE golden.safetensors`, then your port writes `port.safetensors` with the
 # same names and `format=npformer-trace`, then `npformer compare port.safetensors golden.safetensors`.

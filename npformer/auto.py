@@ -107,12 +107,40 @@ def _checkpoint_classes(local: Path, attention_generation) -> tuple[Family, list
 
 
 class AutoConfig:
-    """transformers' `AutoConfig`: the config class config.json's `model_type` names."""
+    """transformers' `AutoConfig`: the config of any checkpoint, of the family it names."""
 
     @classmethod
     def from_pretrained(cls, path, attention_generation=None, **options):
-        """The config of a hub id, a model directory or its config.json, a timm hub directory, an
-        npformer weight file or an original / timm checkpoint (read from its tensor shapes)."""
+        """Read the config of a checkpoint.
+
+        The family is what config.json's `model_type` names, an npformer file's metadata, or a
+        timm repo's `architecture` (the model as timm builds it); a checkpoint without a config
+        gives the config its tensor shapes describe.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            A hub id, a model directory or its config.json, a timm hub directory, an npformer
+            weight file, or an original or timm checkpoint.
+        attention_generation : str, optional
+            SwiftFormer's attention generation, "v1" or "v2"; required for original SwiftFormer checkpoints.
+        **options
+            `revision`, `cache_dir`, `local_files_only`, `token` for a hub id (passed to
+            huggingface_hub); transformers' torch-only options (`torch_dtype`, `device_map`,
+            ...) are refused by name with what to do instead.
+
+        Returns
+        -------
+        ClassifierConfig
+            An `EfficientFormerConfig`, `SwiftFormerConfig` or `EfficientFormerV2Config`.
+
+        Raises
+        ------
+        ConfigError
+            An option it does not take, or a config npformer cannot honour.
+        NpformerError
+            The subclasses `npformer.load` raises for unreadable or mismatched checkpoints.
+        """
         hub = _hub_options(options)
         _refuse("AutoConfig.from_pretrained", options, ["attention_generation", *HUB_OPTIONS])
         local = resolve(path, CONFIG_FILES, **hub)
@@ -134,9 +162,37 @@ class _AutoModel:
 
     @classmethod
     def from_pretrained(cls, path, dtype=np.float32, attention_generation=None, fuse=False, **options):
-        """The model of a hub id, a model directory, an npformer weight file or an original / timm
-        checkpoint, as the class `choose` picks for it; `dtype`, `attention_generation`, `fuse` and
-        the class's other options (see its from_pretrained) as for `npformer.from_pretrained`."""
+        """Load a checkpoint into the class this Auto class picks for it.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            A hub id, a transformers or timm model directory, an npformer weight file, or an
+            original or timm checkpoint.
+        dtype : numpy dtype, default np.float32
+            `np.float32` or `np.float64`.
+        attention_generation : str, optional
+            SwiftFormer's attention generation, "v1" or "v2"; required for original SwiftFormer checkpoints.
+        fuse : bool, default False
+            Return the fused fast path.
+        **options
+            `revision`, `cache_dir`, `local_files_only`, `token` for a hub id (passed to
+            huggingface_hub); transformers' torch-only options (`torch_dtype`, `device_map`,
+            ...) are refused by name with what to do instead. The class's own options (`image_size`,
+            `attention_bias_resize`) are passed on.
+
+        Returns
+        -------
+        PreTrainedModel
+            A model of the chosen class.
+
+        Raises
+        ------
+        ConfigError
+            An option the class does not take.
+        NpformerError
+            The subclasses `npformer.load` raises, for the same reasons.
+        """
         dtype, fuse = model_dtype(dtype), flag(fuse, "fuse")  # refused before anything is read
         hub = _hub_options(options)
         local = resolve(path, MODEL_FILES, **hub)
@@ -150,13 +206,33 @@ class _AutoModel:
 
     @classmethod
     def from_config(cls, config, dtype=np.float32):
-        """A model of the class `choose` picks for `config`, with seeded weights (transformers: random)."""
+        """Build a model of the class this Auto class picks for `config`, with seeded weights.
+
+        transformers' `from_config` gives random weights; npformer's are seeded (the same
+        every time).
+
+        Parameters
+        ----------
+        config : ClassifierConfig
+            The architecture; `config.extra["architectures"]` names the class where it matters.
+        dtype : numpy dtype, default np.float32
+            `np.float32` or `np.float64`.
+
+        Returns
+        -------
+        PreTrainedModel
+            The model.
+        """
         return model_class(cls.choose(family_of(config), list(config.extra.get("architectures") or [])))(
             config, dtype=dtype)
 
 
 class AutoModel(_AutoModel):
-    """transformers' `AutoModel`: the family's backbone class (no heads)."""
+    """transformers' `AutoModel`: the family's backbone class, without heads.
+
+    `EfficientFormerModel`, `SwiftFormerModel` or `EfficientFormerV2Model`; heads the
+    checkpoint holds are dropped.
+    """
 
     @classmethod
     def choose(cls, fam: Family, asked: list[str]) -> str:
@@ -164,8 +240,13 @@ class AutoModel(_AutoModel):
 
 
 class AutoModelForImageClassification(_AutoModel):
-    """transformers' `AutoModelForImageClassification`: the family's classifier the checkpoint names
-    (EfficientFormer has two, chosen by config.json's `architectures`), else its first."""
+    """transformers' `AutoModelForImageClassification`: the classifier the checkpoint names.
+
+    config.json's `architectures` (else an npformer file's `architecture`, else the
+    checkpoint's heads) picks among the family's classifiers; without a name, the family's
+    first: `EfficientFormerForImageClassification` (class head only, transformers' rule),
+    `SwiftFormerForImageClassification`, `EfficientFormerV2ForImageClassification`.
+    """
 
     @classmethod
     def choose(cls, fam: Family, asked: list[str]) -> str:
@@ -187,14 +268,36 @@ def _processor_class(named: str | None, fam: Family | None, where: Path):
 
 
 class AutoImageProcessor:
-    """transformers' `AutoImageProcessor`, plus timm repos and npformer files."""
+    """transformers' `AutoImageProcessor`, which also reads timm repos and npformer weight files."""
 
     @classmethod
     def from_pretrained(cls, path, strict=True, **options):
-        """The image processor of a hub id or model directory (its preprocessor_config.json, or a
-        timm repo's pretrained_cfg), a preprocessor_config.json, or a weight file (the
-        preprocessing it records, else its source's recipe). `strict`: see
-        `EfficientFormerImageProcessor.from_dict`."""
+        """Read the image processor of a checkpoint.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            A hub id or a model directory (its `preprocessor_config.json`, whose
+            `image_processor_type` names the class; a timm repo's `pretrained_cfg`), a
+            `preprocessor_config.json`, or a weight file (the preprocessing it records, else
+            its source's recipe).
+        strict : bool, default True
+            Refuse configs with fields transformers would silently ignore (see
+            `EfficientFormerImageProcessor.from_dict`).
+        **options
+            `revision`, `cache_dir`, `local_files_only`, `token`, for a hub id.
+
+        Returns
+        -------
+        EfficientFormerImageProcessor or ViTImageProcessor or TorchvisionEvalTransform
+            The processor; `processor(images)["pixel_values"]` is float32 [N, 3, H, W].
+
+        Raises
+        ------
+        ConfigError
+            A missing or malformed `preprocessor_config.json`, an `image_processor_type`
+            npformer does not have, an option it does not take.
+        """
         hub = _hub_options(options)
         _refuse("AutoImageProcessor.from_pretrained", options, ["strict", *HUB_OPTIONS])
         strict = flag(strict, "strict")

@@ -276,6 +276,21 @@ def erf(x: np.ndarray) -> np.ndarray:
 
     Accuracy (max over the real line, measured): float64 1.1e-16 absolute / <= 1 ulp;
     float32 8.6e-8 absolute / 1.45 ulp (bound: 1.2e-7). See the module docstring.
+
+    Parameters
+    ----------
+    x : array_like
+        float16, float32 or float64 (bool and integer arrays are computed in float64).
+
+    Returns
+    -------
+    ndarray
+        erf(x), x's shape and dtype.
+
+    Raises
+    ------
+    TypeError
+        Another dtype (complex, object, ...).
     """
     x = np.asarray(x)
     dt = x.dtype
@@ -308,6 +323,16 @@ def gelu(x: np.ndarray) -> np.ndarray:
     Same dtype rules as `erf`; gelu(-inf) = -0.0 (the limit; PyTorch returns nan there),
     gelu(inf) = inf, never warns. Arrays of over 128k values run in fixed blocks on npformer's
     workers (`kernels.elementwise`): each value gets the same answer either way.
+
+    Parameters
+    ----------
+    x : array_like
+        The input (float32 or float64; others as for `erf`).
+
+    Returns
+    -------
+    ndarray
+        gelu(x), x's shape and dtype.
     """
     x = _float_array(x)
     return kernels.elementwise(_gelu_f32 if x.dtype == np.float32 else _gelu_erf, x)
@@ -379,6 +404,16 @@ def gelu_tanh(x: np.ndarray) -> np.ndarray:
     test against the exact one is usually this: they differ by up to ~5e-4 on [-4, 4]) and
     for Hugging Face configs with hidden_act "gelu_new" / "gelu_pytorch_tanh". Computed in
     x's dtype; never warns.
+
+    Parameters
+    ----------
+    x : array_like
+        The input.
+
+    Returns
+    -------
+    ndarray
+        x's shape and dtype.
     """
     x = _float_array(x)
     dt = x.dtype.type

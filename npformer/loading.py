@@ -25,21 +25,69 @@ from .models.classes import model_class
 
 def load(path, dtype=np.float32, attention_generation=None, fuse=False, image_size=None, attention_bias_resize=None,
          *, revision=None, cache_dir=None, local_files_only=False, token=None):
-    """(model, metadata) of the checkpoint at `path`.
+    """Load the model a checkpoint holds, with the checkpoint's metadata.
 
-    `path`: an npformer weight file, a transformers model directory (config.json +
-    model.safetensors or pytorch_model.bin), an original / timm checkpoint file, a timm hub
-    directory, or a Hugging Face hub id (`revision`, `cache_dir`, `local_files_only`, `token`: passed
-    to huggingface_hub, the `hub` extra; see npformer/hub.py).
-    `dtype`: np.float32 (default) or np.float64 (every intermediate in float64).
-    `attention_generation`: SwiftFormer only, "v1" or "v2"; needed for original checkpoints,
-    which do not say which attention they were trained with (see npformer.checkpoints.convert).
-    `fuse`: fold each BatchNorm into its convolution (the fast path; see `PreTrainedModel.fuse`).
-    `image_size` (H, W) or one side: the input size to run at. Where it gives another attention grid
-    than the checkpoint's (EfficientFormer, EfficientFormerV2), `attention_bias_resize` must name
-    how the biases follow: "table" or "pairwise" (see npformer/models/attention_bias.py); None
-    raises an error saying so. "pairwise" without an image size gives a model that takes any size.
-    `metadata` is the weight file's (strings; for other sources, what a conversion would record).
+    The class is the one the checkpoint's heads call for (its `architecture`): a two-head
+    checkpoint gives a `...WithTeacher` classifier (`SwiftFormerForImageClassification` for
+    SwiftFormer), a one-head checkpoint a `...ForImageClassification`, a headless one a `...Model`.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        An npformer weight file (`.safetensors`), a transformers model directory (`config.json`
+        with `model.safetensors`, `pytorch_model.bin` or `tf_model.h5`), an original or timm
+        checkpoint file (`.pth`, `.pt`, `.bin`, `.safetensors`), a timm hub directory, or a
+        Hugging Face hub id such as `"snap-research/efficientformer-l1-300"` (the `hub` extra).
+    dtype : numpy dtype, default np.float32
+        `np.float32` or `np.float64`; with float64 every intermediate is float64.
+    attention_generation : str, optional
+        SwiftFormer only, "v1" or "v2". Required for original SwiftFormer checkpoints, which do
+        not record which attention they were trained with; checked against what every other
+        source says.
+    fuse : bool, default False
+        Fold each BatchNorm into its convolution: the fast path (see `PreTrainedModel.fuse`).
+    image_size : int or tuple of int, optional
+        One side or `(H, W)`: the input size to run at. Where it gives another attention grid
+        than the checkpoint's (EfficientFormer, EfficientFormerV2), `attention_bias_resize`
+        must say how the biases follow.
+    attention_bias_resize : str, optional
+        `"table"` resamples each bias table once, to the grid of `image_size`; `"pairwise"`
+        resizes the gathered bias matrix in every forward, and without `image_size` gives a
+        model that takes any input size.
+    revision : str, optional
+        Hub ids only: the branch, tag or commit (passed to huggingface_hub, as are the next three).
+    cache_dir : str or os.PathLike, optional
+        Hub ids only: the Hugging Face cache to read and download into.
+    local_files_only : bool, default False
+        Hub ids only: read the cache, never download.
+    token : str or bool, optional
+        Hub ids only: a Hugging Face token for a private repo (True: the stored login).
+
+    Returns
+    -------
+    model : PreTrainedModel
+        The model, in `dtype`, fused when `fuse` is True.
+    metadata : dict of str to str
+        The weight file's metadata; for other sources, what a conversion would record
+        (`format`, `family`, `architecture`, `config`, `source`, `recipe`, ...).
+
+    Raises
+    ------
+    ConfigError
+        A bad argument (a `dtype` other than float32/float64, an empty or `None` path, an
+        unknown strategy, `attention_generation` for a family that has none or missing for an
+        original SwiftFormer checkpoint), or a config.json npformer cannot honour.
+    WeightFileError
+        A missing, truncated or corrupt file, a directory without `config.json`, NaN or inf
+        weights, a hub repo or file that cannot be found.
+    UnsafePickleError
+        A `.pth` / `.bin` pickle that references code (refused before anything runs).
+    CheckpointMismatchError
+        Missing, unexpected or mis-shaped tensors, or metadata contradicting itself or the tensors.
+    InputError
+        An `image_size` that changes the attention grid without `attention_bias_resize`.
+    MissingExtraError
+        A hub id without huggingface_hub installed.
     """
     dtype = model_dtype(dtype)  # refused before anything is read
     path = resolve(path, MODEL_FILES, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only,
@@ -51,8 +99,36 @@ def load(path, dtype=np.float32, attention_generation=None, fuse=False, image_si
 
 def from_pretrained(path, dtype=np.float32, attention_generation=None, fuse=False, image_size=None,
                     attention_bias_resize=None, **hub_options):
-    """The model a checkpoint holds, with the class its heads call for (`load` without the metadata);
-    `hub_options`: revision, cache_dir, local_files_only, token (for a hub id)."""
+    """Load the model a checkpoint holds: `npformer.load` without the metadata.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        An npformer weight file, a transformers or timm model directory, an original or timm
+        checkpoint file, or a Hugging Face hub id (see `npformer.load`).
+    dtype : numpy dtype, default np.float32
+        `np.float32` or `np.float64`.
+    attention_generation : str, optional
+        SwiftFormer's attention generation, "v1" or "v2"; required for original SwiftFormer checkpoints.
+    fuse : bool, default False
+        Fold each BatchNorm into its convolution (the fast path).
+    image_size : int or tuple of int, optional
+        The input size to run at, one side or `(H, W)`.
+    attention_bias_resize : str, optional
+        How the attention biases follow another grid, "table" or "pairwise" (see `npformer.load`).
+    **hub_options
+        `revision`, `cache_dir`, `local_files_only`, `token`, for a hub id.
+
+    Returns
+    -------
+    PreTrainedModel
+        The model, of the class the checkpoint's heads call for.
+
+    Raises
+    ------
+    NpformerError
+        The subclasses `npformer.load` raises, for the same reasons.
+    """
     return load(path, dtype, attention_generation, fuse, image_size, attention_bias_resize, **hub_options)[0]
 
 

@@ -49,8 +49,21 @@ BUFFERS = ("running_mean", "running_var")  # what a weight file holds that PyTor
 
 
 class MacCounter:
-    """A running total of multiply-accumulates (`total`, an int) and its split by kind of product
-    (`by_op`: "conv" as aten.convolution, "matmul" as aten.mm / addmm / bmm)."""
+    """A running count of multiply-accumulates, what `counting()` yields.
+
+    Parameters
+    ----------
+    outer : MacCounter, optional
+        The count this one runs inside: it sees every product too.
+
+    Attributes
+    ----------
+    total : int
+        MACs counted so far.
+    by_op : dict of str to int
+        The split by kind of product: "conv" (as aten.convolution) and "matmul" (as aten.mm,
+        addmm, bmm).
+    """
 
     def __init__(self, outer: "MacCounter | None" = None):
         self.total = 0
@@ -69,13 +82,20 @@ _ACTIVE: ContextVar[MacCounter | None] = ContextVar("npformer_mac_counter", defa
 
 @contextmanager
 def counting():
-    """Count the MACs of every layer call inside the `with` block (this thread only):
+    """Count the MACs of every layer call inside the `with` block, on this thread only.
 
+    A count started inside another one adds to both.
+
+    Yields
+    ------
+    MacCounter
+        The running count.
+
+    Examples
+    --------
     >>> with counting() as counter:
     ...     model(pixel_values)
     >>> counter.total
-
-    A count started inside another one adds to both.
     """
     counter = MacCounter(_ACTIVE.get())
     token = _ACTIVE.set(counter)
@@ -112,7 +132,18 @@ def count_matmul(a, b) -> None:  # a [..., n, k], b [..., k, m]
 
 @dataclass(frozen=True)
 class PartCount:
-    """One row: a part of the model (`stem`, `stages.0` … `stages.3`, `head`), its MACs per image and parameters."""
+    """One row of a `MacCount`: a part of the model, its MACs per image and its parameters.
+
+    Attributes
+    ----------
+    name : str
+        `stem`, `stages.0` … `stages.3` (each with the downsample that leads into it) or `head`
+        (the final norm and the classifier heads).
+    macs : int
+        Multiply-accumulates per image.
+    params : int
+        Parameters, as PyTorch counts them (BatchNorm running statistics are buffers).
+    """
 
     name: str
     macs: int
@@ -121,7 +152,23 @@ class PartCount:
 
 @dataclass(frozen=True)
 class MacCount:
-    """MACs per image and parameters of a model at one input size, per part and in total."""
+    """MACs per image and parameters of a model at one input size, per part and in total.
+
+    `str(count)` is the table `npformer shapes` prints; `count["stages.2"]` is a part's row.
+
+    Attributes
+    ----------
+    model : str
+        The model's class name.
+    image_size : tuple of int
+        (H, W).
+    parts : tuple of PartCount
+        `stem`, `stages.0` … `stages.3`, `head`.
+    by_op : dict of str to int
+        The total split into convolutions ("conv") and matrix products ("matmul").
+    fused : bool
+        Whether the model was fused (it counts the same).
+    """
 
     model: str  # the model class
     image_size: tuple[int, int]  # (H, W)
@@ -131,10 +178,12 @@ class MacCount:
 
     @property
     def macs(self) -> int:
+        """MACs per image, in total."""
         return sum(p.macs for p in self.parts)
 
     @property
     def params(self) -> int:
+        """Parameters, in total."""
         return sum(p.params for p in self.parts)
 
     def __getitem__(self, name: str) -> PartCount:
@@ -144,7 +193,13 @@ class MacCount:
         raise KeyError(f"{name!r}: the parts are {', '.join(p.name for p in self.parts)}")
 
     def as_dict(self) -> dict:
-        """{part: {"macs": …, "params": …}} and "total", plain ints (for JSON)."""
+        """The counts as plain ints, for JSON.
+
+        Returns
+        -------
+        dict
+            `{part: {"macs": …, "params": …}}` for every part, and "total".
+        """
         rows = {p.name: {"macs": p.macs, "params": p.params} for p in self.parts}
         return {**rows, "total": {"macs": self.macs, "params": self.params}}
 
@@ -192,9 +247,30 @@ def _image_hw(image_size) -> tuple[int, int]:
 
 
 def count(model, image_size=224) -> MacCount:
-    """MACs per image and parameters of `model`, per part and in total, at `image_size` (a side or
-    (H, W)): one forward on a zero image of batch 1 with a counter active. Any size the model
-    accepts; one it refuses raises the model's own InputError."""
+    """MACs per image and parameters of a model, per part and in total, at one input size.
+
+    Runs one forward on a zero image of batch 1 with a counter active, so the count is what the
+    forward computes: convolutions and matrix products, as torch's `FlopCounterMode` counts
+    them on the references (MACs = FLOPs / 2); not norms, pooling, activations, softmax or
+    resampling.
+
+    Parameters
+    ----------
+    model : PreTrainedModel
+        Any npformer model, fused or not.
+    image_size : int or tuple of int, default 224
+        One side, or (H, W): any size the model accepts.
+
+    Returns
+    -------
+    MacCount
+        The counts per part and in total; `print(...)` shows the table.
+
+    Raises
+    ------
+    InputError
+        A malformed `image_size`, or one the model refuses (the model's own error).
+    """
     H, W = _image_hw(image_size)
     pixels = np.zeros((1, model.config.num_channels, H, W), dtype=model.dtype)
     marks = {}

@@ -38,7 +38,13 @@ ENV = "NPFORMER_NUM_THREADS"
 
 
 def available_cores() -> int:
-    """The cores this process may run on (its CPU affinity), else os.cpu_count()."""
+    """The cores this process may run on.
+
+    Returns
+    -------
+    int
+        The size of its CPU affinity where the OS reports one, else `os.cpu_count()`.
+    """
     if hasattr(os, "sched_getaffinity"):
         return len(os.sched_getaffinity(0))
     return os.cpu_count() or 1
@@ -63,7 +69,21 @@ _yield = getattr(os, "sched_yield", lambda: time.sleep(0))  # gives up the GIL a
 
 
 def num_threads() -> int:
-    """How many threads an npformer forward uses (the caller's thread included)."""
+    """How many threads an npformer forward uses, the caller's thread included.
+
+    The default is the `NPFORMER_NUM_THREADS` environment variable, else the cores this process
+    may use (`available_cores`).
+
+    Returns
+    -------
+    int
+        The thread count.
+
+    Raises
+    ------
+    InputError
+        An `NPFORMER_NUM_THREADS` that is not a positive integer.
+    """
     global _threads
     if _threads is None:
         _threads = _threads_from_env()
@@ -71,7 +91,18 @@ def num_threads() -> int:
 
 
 def set_num_threads(n: int) -> None:
-    """Use `n` threads from now on (1: everything on the calling thread). Outputs do not change."""
+    """Use `n` threads from now on; the outputs do not change.
+
+    Parameters
+    ----------
+    n : int
+        Threads, the caller's included (1: everything on the calling thread).
+
+    Raises
+    ------
+    InputError
+        `n` is not a positive int.
+    """
     global _threads, _pool
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise InputError(f"set_num_threads: expected a positive int, got {n!r}")
@@ -200,9 +231,12 @@ def parallel_for(n: int, piece) -> None:
 
 @contextmanager
 def pieces_on_this_thread():
-    """Inside the block, every parallel_for this thread calls runs its pieces here, in order. For
-    callers that spread their own work over the cores (`npformer evaluate`: a batch per thread),
-    so that npformer's helpers do not add threads to theirs. The same pieces, so the same bits."""
+    """Run every forward this thread starts inside the block on this thread alone.
+
+    For callers that spread their own work over the cores (`npformer evaluate`: a batch per
+    thread), so that npformer's helpers do not add threads to theirs. The work is cut into the
+    same pieces, so the outputs are the same bits.
+    """
     was = getattr(_local, "inside", False)
     _local.inside = True
     try:

@@ -13,7 +13,17 @@ import numpy as np
 class Params:
     """A read-only view of a flat {name: array} dict under a dotted prefix.
 
-    >>> p = Params({"stem.conv1.weight": w}); p.scope("stem.conv1")["weight"] is w
+    Parameters
+    ----------
+    tensors : dict of str to ndarray
+        The model's weights, under their checkpoint names.
+    prefix : str, default ""
+        What `p[key]` puts before `key` (ends in "." unless empty).
+
+    Examples
+    --------
+    >>> p = Params({"stem.conv1.weight": w})
+    >>> p.scope("stem.conv1")["weight"] is w
     True
     """
 
@@ -28,4 +38,16 @@ class Params:
         return self.prefix + key in self.tensors
 
     def scope(self, name: str) -> Params:
+        """The view of the tensors under `name`.
+
+        Parameters
+        ----------
+        name : str
+            A block's name (`stages.0.blocks.1.mlp`), relative to this view's prefix.
+
+        Returns
+        -------
+        Params
+            A view whose `["fc1.weight"]` reads `<prefix><name>.fc1.weight`.
+        """
         return Params(self.tensors, self.prefix + name + ".")

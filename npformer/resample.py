@@ -26,10 +26,13 @@ CUBIC_A_ANTIALIAS = -0.5  # ... of torch's antialiased bicubic (as PIL)
 
 
 def interpolate_naive(x, size, mode="bilinear", antialias=False):  # [..., H, W] -> [..., OH, OW]
-    """Loop twin of `interpolate`: every output pixel summed over its row taps and column taps,
-    each weight straight from the formula in float64 (`resampling_taps_naive`). Without torch's
-    float32 roundings, in float32 it misses torch by up to 1e-4 on non-dyadic ratios (224 → 97):
-    that is the gap `interpolate`'s roundings close."""
+    """Loop twin of `interpolate`: every output pixel summed over its row taps and column taps.
+
+    Each weight comes straight from the formula in float64 (`resampling_taps_naive`). Without
+    torch's float32 roundings, in float32 it misses torch by up to 1e-4 on non-dyadic ratios
+    (224 → 97): that is the gap `interpolate`'s roundings close. Same parameters and result as
+    `interpolate`.
+    """
     x, (OH, OW) = check_interpolation(x, size, mode, antialias, "interpolate_naive")
     H, W = x.shape[-2:]
     row_taps = [resampling_taps_naive(H, OH, oy, mode, antialias) for oy in range(OH)]
@@ -193,6 +196,24 @@ def resampling_weights(in_size, out_size, mode="bilinear", antialias=False, dtyp
     2⌈support⌉ + 1 with antialias (`linear_taps`, `cubic_taps`, `antialias_taps`). Taps clamped
     onto the same edge pixel add up, one by one in dtype, as torch's sum does. Equal sizes give
     the identity (torch copies). In float32 the matrix equals torch's weights bit for bit.
+
+    Parameters
+    ----------
+    in_size : int
+        The input axis' length.
+    out_size : int
+        The output axis' length.
+    mode : str, default "bilinear"
+        "bilinear" or "bicubic".
+    antialias : bool, default False
+        torch's antialias filter (it widens the support by the ratio when downsampling).
+    dtype : numpy dtype, default np.float32
+        The matrix's dtype.
+
+    Returns
+    -------
+    ndarray of shape [out_size, in_size]
+        M.
     """
     if in_size == out_size:
         return np.eye(out_size, dtype=dtype)
@@ -210,16 +231,40 @@ def resampling_weights(in_size, out_size, mode="bilinear", antialias=False, dtyp
 
 
 def interpolate(x, size, mode="bilinear", antialias=False):  # [..., H, W] -> [..., OH, OW]
-    """Resample the last two axes to `size` = (OH, OW) (or one int for both), as
-    torch.nn.functional.interpolate(x, size, mode=mode, align_corners=False, antialias=antialias):
-    mode "bilinear" or "bicubic", upsampling or downsampling by any ratio, in x's dtype (float32
-    or float64). Both modes are separable: out = Wy · x · Wxᵀ with one `resampling_weights`
-    matrix per axis, columns first (torch's order). Measured against torch 2.13.0: ≤ 1e-6 in
-    float32 (float32 weights bit-identical; what remains is summation order) and ≤ 1e-13 in
-    float64 (tests/test_interpolate.py).
+    """Resample the last two axes as torch.nn.functional.interpolate(x, size, mode, align_corners=False, antialias).
 
-    Note: torch's antialias path gives every output row the weights of row 0 when the output is
-    one column wide and the height changes (OW = 1, H ≠ OH); npformer keeps the formula there."""
+    Upsampling or downsampling by any ratio, in x's dtype (float32 or float64). Both modes are
+    separable: out = Wy · x · Wxᵀ with one `resampling_weights` matrix per axis, columns first
+    (torch's order). Measured against torch 2.13.0: ≤ 1e-6 in float32 (float32 weights
+    bit-identical; what remains is summation order) and ≤ 1e-13 in float64
+    (tests/test_interpolate.py).
+
+    torch's antialias path gives every output row the weights of row 0 when the output is one
+    column wide and the height changes (OW = 1, H ≠ OH); npformer keeps the formula there.
+
+    Parameters
+    ----------
+    x : ndarray of shape [..., H, W]
+        float32 or float64 values, H, W ≥ 1 (e.g. [C, H, W] or [B, C, H, W]).
+    size : int or tuple of int
+        (OH, OW), or one int for both.
+    mode : str, default "bilinear"
+        "bilinear" or "bicubic" (Keys' cubic, a = −0.75; −0.5 with antialias).
+    antialias : bool, default False
+        torch's antialias filter: the support widens by the ratio when downsampling and taps
+        beyond the edge are dropped rather than repeated.
+
+    Returns
+    -------
+    ndarray of shape [..., OH, OW]
+        In x's dtype.
+
+    Raises
+    ------
+    InputError
+        An unknown mode, a non-bool antialias, a size that is not a positive int or pair, an
+        array with fewer than two axes or an empty one, a dtype other than float32/float64.
+    """
     x, (OH, OW) = check_interpolation(x, size, mode, antialias, "interpolate")
     H, W = x.shape[-2:]
     rows = resampling_weights(H, OH, mode, antialias, x.dtype)  # [OH, H]

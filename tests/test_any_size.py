@@ -19,12 +19,12 @@ from npformer.errors import ConfigError, InputError
 from npformer.models.classes import model_class
 from npformer.models.registry import family_of
 from npformer.tools.parity import sample
+from tiers import heavy
 
 HERE = Path(__file__).parent
 GOLDEN = HERE / "fixtures" / "golden_any_size"
 
 import importlib.util  # noqa: E402
-from tiers import heavy
 
 _spec = importlib.util.spec_from_file_location("golden_any_size", GOLDEN / "make_golden.py")
 golden = importlib.util.module_from_spec(_spec)

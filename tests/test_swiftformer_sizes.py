@@ -101,7 +101,8 @@ def test_seeded_pixels_are_what_the_fixture_was_made_from(size):
 @pytest.mark.parametrize("fuse", [False, True], ids=["unfused", "fused"])
 @pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
 @pytest.mark.parametrize("generation", list(make_golden.GENERATIONS))
-@pytest.mark.parametrize("variant,size", tiered(make_golden.CASES, lambda case: ("swiftformer", case[0]), unpack=True), ids=[f"{v}-{s}" for v, s in make_golden.CASES])
+@pytest.mark.parametrize("variant,size", tiered(make_golden.CASES, lambda case: ("swiftformer", case[0]), unpack=True),
+                         ids=[f"{v}-{s}" for v, s in make_golden.CASES])
 def test_matches_reference_golden(variant, size, generation, dtype, fuse):
     d = golden_diffs(variant, size, generation, dtype, fuse)
     tol = TOL[np.dtype(dtype).name]

@@ -225,4 +225,4 @@ assert result.passed, result.verdict
 #
 # You have reproduced a vision transformer's logits from code you wrote. The same comparison, one
 # named activation at a time, is how a port to another framework is checked: see the teaching
-# notebook `../04_golden_oracle.ipynb` and `npformer trace` / `npformer compare` in the README.
+# notebook `../04_golden_oracle.ipynb` and the guide *Golden values for a port* on the documentation site.

@@ -310,9 +310,42 @@ def load_any(path, attention_generation=None, image_size=None):
 
 
 def convert_checkpoint(src, dst, attention_generation=None) -> dict:
-    """Convert any supported checkpoint to an npformer weight file at `dst`; returns its metadata.
+    """Convert a checkpoint to an npformer weight file.
 
-    `attention_generation`: "v1" or "v2", needed for original SwiftFormer checkpoints only."""
+    The file holds the tensors under timm's names, without derived buffers, and metadata that
+    makes it self-describing (family, architecture, config, source, recipe, variant, ...).
+
+    Parameters
+    ----------
+    src : str or os.PathLike
+        A transformers model directory (or its `tf_model.h5`), an original or timm checkpoint
+        file (`.pth`, `.pt`, `.bin`, `.safetensors`), a timm hub directory, or an npformer file.
+    dst : str or os.PathLike
+        The file to write: its name must end in `.safetensors` and its directory must exist;
+        an existing file is replaced.
+    attention_generation : str, optional
+        "v1" or "v2": needed for original SwiftFormer checkpoints only, which do not record it.
+
+    Returns
+    -------
+    dict of str to str
+        The metadata written.
+
+    Raises
+    ------
+    ConfigError
+        A missing or contradicting `attention_generation`, a config npformer cannot honour, a
+        `dst` not ending in `.safetensors`.
+    WeightFileError
+        A missing, truncated or corrupt source.
+    UnsafePickleError
+        A pickle that references code.
+    CheckpointMismatchError
+        Key names of no schema npformer knows, or tensors missing, unexpected or mis-shaped
+        for the model they describe.
+    NpformerError
+        A `dst` that is a directory or whose directory does not exist.
+    """
     cfg, tensors, metadata = load_any(src, attention_generation)
     if variant_name(cfg):
         metadata["variant"] = variant_name(cfg)

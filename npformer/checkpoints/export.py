@@ -319,9 +319,42 @@ def export(directory, format: str, config, weights: dict, architecture: str, **o
 
 
 def export_checkpoint(src, directory, format: str, attention_generation=None, **options) -> Path:
-    """Any checkpoint npformer reads (npformer file, transformers directory, original or timm
-    checkpoint, TF directory) written in `format` ("transformers" / "tf" / "timm") to `directory`, with no
-    torch and no TensorFlow."""
+    """Write any checkpoint npformer reads as a directory transformers or timm loads.
+
+    No torch and no TensorFlow are needed: an original `.pth` becomes a transformers, TensorFlow
+    or timm checkpoint. `model.save_pretrained(directory, format=...)` does the same for a model.
+
+    Parameters
+    ----------
+    src : str or os.PathLike
+        An npformer file, a transformers model directory (PyTorch or TensorFlow), an original or
+        timm checkpoint.
+    directory : str or os.PathLike
+        The directory to write, created when missing.
+    format : str
+        `"transformers"`: `config.json`, `model.safetensors`, `preprocessor_config.json`;
+        `"tf"`: `config.json`, `tf_model.h5` (needs h5py), `preprocessor_config.json`;
+        `"timm"`: timm's hub `config.json` and `model.safetensors`.
+    attention_generation : str, optional
+        "v1" or "v2": needed for original SwiftFormer checkpoints only.
+    **options
+        `image_processor=` for "transformers" and "tf", `strict=False` for "timm" (see
+        `PreTrainedModel.save_pretrained`).
+
+    Returns
+    -------
+    pathlib.Path
+        The directory written.
+
+    Raises
+    ------
+    ConfigError
+        A format that cannot hold the model (EfficientFormerV2 in transformers, SwiftFormer
+        attention v2 in transformers or v1 in timm, a config timm builds under no name), an
+        unknown format or option.
+    NpformerError
+        The subclasses `npformer.load` raises for the source; a `directory` that is a file.
+    """
     from .convert import load_any
 
     config, tensors, metadata = load_any(src, attention_generation)

@@ -10,7 +10,7 @@ order; `run.evaluate` writes them in dataset order, so the records do not depend
                 transfer) and checking it is the client's, npformer and BLAS at one thread in
                 each; a batch goes out as its items (paths and labels), its records come back.
                 The default for two workers or more: on two cores it gave more images/s than two
-                threads (README, "Evaluating on a dataset"). Ctrl-C is the client's alone: the
+                threads (docs/performance.md, "npformer evaluate: throughput"). Ctrl-C is the client's alone: the
                 workers ignore SIGINT, the batches they are running finish and are kept, then
                 they are stopped. A worker whose client is gone reads end-of-file on its pipe
                 and exits.

@@ -172,8 +172,17 @@ REFERENCE_FIELDS = (*PREDICTION_FIELDS, "max_abs_logit_diff", "max_abs_prob_diff
 
 @dataclass
 class Prediction:
-    """What a model said about one image: its top-5 classes (best first) with their
-    probabilities, and every logit when kept."""
+    """What a model said about one image.
+
+    Attributes
+    ----------
+    top5 : tuple of int
+        Its top-5 classes, best first.
+    top5_prob : ndarray of shape [5], optional
+        Their probabilities, in the model's dtype.
+    logits : ndarray of shape [num_labels], optional
+        Every logit, when kept.
+    """
 
     top5: tuple[int, ...]
     top5_prob: np.ndarray | None = None  # [5] in the model's dtype
@@ -181,6 +190,7 @@ class Prediction:
 
     @property
     def top1(self) -> int:
+        """The best class."""
         return self.top5[0]
 
     def to_json(self) -> dict:
@@ -233,7 +243,25 @@ def _check_order(top5: tuple[int, ...], logits: np.ndarray, where: str) -> None:
 
 @dataclass
 class Record:
-    """One image's line: where it is, its label, and the prediction (or why there is none)."""
+    """One image's line of a results file: where it is, its label, and the prediction.
+
+    Attributes
+    ----------
+    index : int
+        The image's position in the dataset.
+    path : str
+        Its path, relative to the dataset.
+    label : int or None
+        Its class index (None: unlabelled).
+    prediction : Prediction or None
+        What the model said (None for an error record).
+    error : str or None
+        Why the image could not be decoded.
+    reference : Prediction or None
+        The PyTorch reference's prediction on the same pixels (`reference=`).
+    diffs : tuple of float or None
+        (max |Δ logit|, max |Δ probability|) against the reference.
+    """
 
     index: int
     path: str
@@ -370,9 +398,33 @@ def header_images(header: dict) -> range:
 
 
 def read_results(path, dtype=np.float32, num_labels: int | None = None) -> tuple[dict | None, list[Record], list[int]]:
-    """(header, records, the byte offset after each record's line) of an npformer evaluate file,
-    every record checked (see the module docstring; `num_labels`: the model's class count). A
-    torn last line (an interrupted write) is ignored; anything else malformed is refused."""
+    """Read an `npformer evaluate` results file, every record checked against the schema.
+
+    A torn last line (an interrupted write) is ignored; anything else malformed is refused.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The results file.
+    dtype : numpy dtype, default np.float32
+        The dtype the probabilities and logits are read back in (the run's).
+    num_labels : int, optional
+        The model's class count, which the class indices and logits must fit.
+
+    Returns
+    -------
+    header : dict or None
+        The header line (None for an empty file).
+    records : list of Record
+        The records, in order.
+    ends : list of int
+        The byte offset after the header and after each record's line.
+
+    Raises
+    ------
+    InputError
+        A line that breaks the schema, named with file, line and field.
+    """
     path = Path(path)
     header, records, ends, seen = None, [], [], set()
     first = 0
@@ -446,9 +498,31 @@ class RecordWriter:
 
 
 def read_predictions(path, dtype=np.float64, num_labels: int | None = None) -> dict[str, Prediction]:
-    """{path: prediction} of an npformer evaluate file or a port's exported predictions (JSONL with
-    `path` and `logits` or `top5` per line), every field checked (see the module docstring;
-    `num_labels`: the model's class count), read in float64 (no rounding of a port's values)."""
+    """Read the predictions of an `npformer evaluate` results file or of a port's JSONL file.
+
+    A port's file needs `path` and `logits` or `top5` (`top5_prob` optional) on each line; other
+    fields, and lines with neither a path nor a prediction, are ignored.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The file.
+    dtype : numpy dtype, default np.float64
+        The dtype values are read in (float64: no rounding of a port's values).
+    num_labels : int, optional
+        The model's class count, which the class indices and logits must fit.
+
+    Returns
+    -------
+    dict of str to Prediction
+        The predictions by image path.
+
+    Raises
+    ------
+    InputError
+        A missing file, no predictions, a path twice, or a field that breaks the schema
+        (file, line and field named).
+    """
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: no such file to compare with" if not path.exists() else

@@ -67,7 +67,19 @@ def agreement_lines(agreement: Agreement) -> list[str]:
 
 
 def report_lines(result: EvaluationResult) -> list[str]:
-    """The text report, without the summary line."""
+    """The text report `npformer evaluate` prints, without its last (JSON) line.
+
+    Parameters
+    ----------
+    result : EvaluationResult
+        What `evaluate` returned.
+
+    Returns
+    -------
+    list of str
+        The lines: data and weights, top-1 and top-5, the worst classes, the most confused
+        pairs, undecodable images, speed, agreements, the records file.
+    """
     h = result.header
     attention = f", attention {h['attention']}" if h.get("attention") else ""
     lines = [f"npformer evaluate {shown(h['data'])}  ({h['model']}{attention}, {h['dtype']}, "
@@ -113,7 +125,20 @@ def report_lines(result: EvaluationResult) -> list[str]:
 
 
 def summary(result: EvaluationResult) -> dict:
-    """The machine-readable summary (the report's last line)."""
+    """The machine-readable summary: the report's last line, as a dict.
+
+    Parameters
+    ----------
+    result : EvaluationResult
+        What `evaluate` returned.
+
+    Returns
+    -------
+    dict
+        `top1`, `top5`, `images`, `scored`, `top1_correct`, `top5_correct`, `undecodable`,
+        `computed`, `seconds`, `images_per_second`, `workers`, `backend`, `startup_seconds`,
+        `batch_size`, `weights`, `data`, `output`, `agreement`.
+    """
     return {
         "top1": result.top1, "top5": result.top5, "images": len(result.records), "scored": len(result.scored),
         "top1_correct": result.top1_correct, "top5_correct": result.top5_correct,
@@ -127,5 +152,17 @@ def summary(result: EvaluationResult) -> dict:
 
 
 def summary_line(result: EvaluationResult) -> str:
+    """`summary(result)` as one line of JSON: the last line `npformer evaluate` prints.
+
+    Parameters
+    ----------
+    result : EvaluationResult
+        What `evaluate` returned.
+
+    Returns
+    -------
+    str
+        The JSON text.
+    """
     text = json.dumps(summary(result), ensure_ascii=False)
     return text if shown(text) == text else json.dumps(summary(result))  # a non-UTF-8 name: \udcXX escapes

@@ -52,7 +52,13 @@ DEFAULT_BATCH_SIZE = 32
 
 
 def default_workers() -> int:
-    """The cores this process may run on (its CPU affinity where the OS reports one)."""
+    """The default worker count: the cores this process may run on.
+
+    Returns
+    -------
+    int
+        Its CPU affinity where the OS reports one, else `os.cpu_count()`.
+    """
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # macOS, Windows
@@ -60,8 +66,21 @@ def default_workers() -> int:
 
 
 class EvaluationInterrupted(KeyboardInterrupt):
-    """Ctrl-C during `evaluate`: the results file holds the `done` records (whole batches, complete
-    lines) and a run with `resume=True` goes on from there."""
+    """Ctrl-C during `evaluate`, a `KeyboardInterrupt` that says how far the run got.
+
+    The results file holds the `done` records (whole batches, complete lines); a run with
+    `resume=True` goes on from there. `npformer evaluate` prints the command that resumes and
+    exits with status 130.
+
+    Parameters
+    ----------
+    done : int
+        Records written.
+    total : int
+        Images in the run.
+    output : pathlib.Path or None
+        The results file.
+    """
 
     def __init__(self, done: int, total: int, output: Path | None):
         super().__init__(f"interrupted after {done} of {total} images")
@@ -70,7 +89,38 @@ class EvaluationInterrupted(KeyboardInterrupt):
 
 @dataclass
 class EvaluationResult:
-    """An evaluation's records and what they add up to (see `report.py` for the text)."""
+    """An evaluation's records and what they add up to.
+
+    `report_lines(result)` gives the text report, `summary(result)` the machine-readable one.
+
+    Attributes
+    ----------
+    header : dict
+        The results file's header: what the records depend on (weights and their sha256,
+        dataset and its sha256, preprocessing, dtype, batch size, ...).
+    dataset : Dataset
+        The images and their labels, in order.
+    records : list of Record
+        One per image, in dataset order.
+    class_names : list of str
+        The model's class names.
+    computed : int
+        Images run by this call (the others were read back from a resumed file).
+    seconds : float
+        Wall time of those.
+    workers : int
+        Batches run at once.
+    output : pathlib.Path or None
+        The results file.
+    agreements : list of Agreement
+        Agreement with `compare` and `reference`, when asked for.
+    backend : str
+        "threads", "processes" or "dask".
+    ran_on : str
+        The workers in words ("2 worker processes").
+    startup : float
+        Seconds to start the workers (not in `seconds`).
+    """
 
     header: dict
     dataset: Dataset
@@ -87,6 +137,7 @@ class EvaluationResult:
 
     @property
     def errors(self) -> list[Record]:
+        """The records of images that could not be decoded (not counted in the accuracies)."""
         return [r for r in self.records if r.error is not None]
 
     @property
@@ -96,26 +147,38 @@ class EvaluationResult:
 
     @property
     def top1_correct(self) -> int:
+        """Scored images whose top-1 class is the label."""
         return sum(r.prediction.top1 == r.label for r in self.scored)
 
     @property
     def top5_correct(self) -> int:
+        """Scored images whose top-5 classes hold the label."""
         return sum(r.label in r.prediction.top5 for r in self.scored)
 
     @property
     def top1(self) -> float | None:
+        """Top-1 accuracy over the scored images, 0 … 1 (None when none is scored)."""
         return self.top1_correct / len(self.scored) if self.scored else None
 
     @property
     def top5(self) -> float | None:
+        """Top-5 accuracy over the scored images, 0 … 1 (None when none is scored)."""
         return self.top5_correct / len(self.scored) if self.scored else None
 
     @property
     def images_per_second(self) -> float | None:
+        """Images run by this call per second of wall time (None when none ran)."""
         return self.computed / self.seconds if self.computed and self.seconds > 0 else None
 
     def per_class(self) -> list[tuple[int, int, int]]:
-        """(class, images, top-1 correct) of every labelled class, worst accuracy first (ties: class order)."""
+        """Top-1 accuracy per class, worst first.
+
+        Returns
+        -------
+        list of tuple of int
+            (class, images, top-1 correct) for every labelled class, worst accuracy first
+            (ties: class order).
+        """
         images, correct = Counter(), Counter()
         for r in self.scored:
             images[r.label] += 1
@@ -123,7 +186,13 @@ class EvaluationResult:
         return sorted(((c, images[c], correct[c]) for c in images), key=lambda t: (t[2] / t[1], t[0]))
 
     def confusions(self) -> list[tuple[int, int, int]]:
-        """(true class, predicted class, images) of every wrong top-1, most frequent first."""
+        """The wrong top-1 predictions, counted by (true, predicted) pair.
+
+        Returns
+        -------
+        list of tuple of int
+            (true class, predicted class, images), most frequent first.
+        """
         pairs = Counter((r.label, r.prediction.top1) for r in self.scored if r.prediction.top1 != r.label)
         return sorted(((t, p, n) for (t, p), n in pairs.items()), key=lambda t: (-t[2], t[0], t[1]))
 
@@ -248,33 +317,79 @@ def evaluate(data, weights, *, output=None, resume: bool = False, force: bool = 
              batch_size: int = DEFAULT_BATCH_SIZE, limit: int | None = None, processor=None, dtype="float32",
              attention=None, logits: bool = False, ground_truth=None, compare=None, reference: str | None = None,
              progress: bool | None = None) -> EvaluationResult:
-    """Run the checkpoint `weights` on every image of `data` and return the records and their sums.
+    """Run a checkpoint on every image of a dataset; return the records and what they add up to.
 
-    data: a folder of class subfolders, a CSV/TSV of `path,label`, or the ImageNet validation
-        folder (see `npformer.evaluation.datasets`); `ground_truth`: its LOC_val_solution.csv
-        when it is not found next to the folder.
-    weights: what `npformer.load` reads; `attention`: SwiftFormer original checkpoints' "v1"/"v2".
-    processor: None (the checkpoint's own preprocessing, as `npformer predict` picks it), a recipe
-        name, "published" / "default", or a preprocessor_config.json (`make_processor`).
-    output: the JSONL results file, written as batches complete; `resume=True` goes on with an
-        existing one from the same run (refused if weights, data or settings differ); `force=True`
-        overwrites one. `logits=True` keeps every logit in the records.
-    workers: how many batches run at once (default: the cores this process may use); `backend`:
+    Each image goes through the checkpoint's own preprocessing and its fused model; batch k is
+    always images k·B … k·B + B − 1, so the records are the same bits for any `workers`,
+    `backend` or `cluster`, and the results file is the same byte for byte. Every file the run
+    reads (`compare`, a resumed `output`) is checked before the first batch.
+
+    Parameters
+    ----------
+    data : str or os.PathLike
+        A folder of class subfolders, a CSV/TSV of `path,label`, or the ImageNet validation
+        folder (`ILSVRC2012_val_*.JPEG` with Kaggle's `LOC_val_solution.csv`).
+    weights : str or os.PathLike
+        Any checkpoint `npformer.load` reads.
+    output : str or os.PathLike, optional
+        The JSONL results file, written as batches complete.
+    resume : bool, default False
+        Go on with an existing `output` of the same run (refused if the weights, data or
+        settings differ).
+    force : bool, default False
+        Overwrite an existing `output`.
+    workers : int, optional
+        Batches run at once (default: the cores this process may use).
+    backend : str, optional
         "processes" (the default: worker processes, each loading the model once) or "threads";
-        one worker runs in this process either way. `batch_size`: images per forward; `limit`:
-        the first `limit` images only.
-    cluster: run the batches on a Dask distributed cluster instead (the cluster extra): a
-        scheduler address ("tcp://host:8786"; every worker must see `data` and `weights` at the
-        same paths) or "local:N" (N single-threaded worker processes on this machine).
-    shard: "I/N" or (I, N): only part I of N of the batches (a contiguous run), for `output` to be
-        merged with the other parts (`npformer.evaluation.merge_shards`).
-    compare: another results file (or a port's JSONL predictions) to report agreement with, by path.
-    reference: "transformers" or "timm": also run that PyTorch reference (the oracle extra) on the
+        one worker runs in this process either way.
+    cluster : str, optional
+        Run the batches on a Dask distributed cluster instead (the cluster extra): a scheduler
+        address ("tcp://host:8786"; every worker must see `data` and `weights` at the same
+        paths) or "local:N" (N single-threaded worker processes on this machine).
+    shard : str or tuple of int, optional
+        "I/N" or (I, N): only part I of N of the batches (a contiguous run), to be merged with
+        the other parts (`merge_shards`).
+    batch_size : int, default 32
+        Images per forward.
+    limit : int, optional
+        The first `limit` images only.
+    processor : str, optional
+        None: the checkpoint's own preprocessing (as `npformer predict` picks it); a recipe
+        name, "published", "default", or a preprocessor_config.json (see `make_processor`).
+    dtype : str or numpy dtype, default "float32"
+        "float32" or "float64".
+    attention : str, optional
+        "v1" or "v2", for original SwiftFormer checkpoints.
+    logits : bool, default False
+        Keep every logit in the records.
+    ground_truth : str or os.PathLike, optional
+        The ImageNet folder's `LOC_val_solution.csv` when it is not next to the folder or above.
+    compare : str or os.PathLike, optional
+        Another results file, or a port's JSONL predictions, to report agreement with by path.
+    reference : str, optional
+        "transformers" or "timm": also run that PyTorch reference (the oracle extra) on the
         same pixel batches and report agreement.
-    progress: a progress bar on stderr (None: only when stderr is a terminal).
+    progress : bool, optional
+        A progress bar on stderr (None: only when stderr is a terminal).
 
-    The records are the same bits for every workers / backend / cluster. Ctrl-C raises
-    `EvaluationInterrupted` after the results file is cut back to its whole batches.
+    Returns
+    -------
+    EvaluationResult
+        The records (read-back ones included) and their accuracies.
+
+    Raises
+    ------
+    ConfigError
+        An invalid argument (a non-positive `batch_size`, `workers` or `limit`, `resume`
+        without `output`, an unknown backend or reference, `cluster` with `workers`).
+    InputError
+        A missing dataset or `compare` file, a dataset whose classes do not match the model's,
+        a `compare` or resumed file that breaks the record schema (with file, line and field).
+    NpformerError
+        An existing `output` without `resume` or `force`, a resumed file of another run.
+    EvaluationInterrupted
+        Ctrl-C, after the results file is cut back to its whole batches.
     """
     _check_arguments(batch_size, workers, limit, dtype, resume, output, reference, compare, backend, cluster)
     shard = parse_shard(shard)

@@ -41,7 +41,19 @@ def parse_shard(shard) -> tuple[int, int] | None:
 
 @dataclass
 class Merged:
-    """What `merge_shards` wrote."""
+    """What `merge_shards` wrote.
+
+    Attributes
+    ----------
+    output : pathlib.Path
+        The merged results file.
+    parts : int
+        Parts merged.
+    records : int
+        Records written.
+    header : dict
+        The merged file's header.
+    """
 
     output: Path
     parts: int
@@ -55,7 +67,32 @@ def _one_run(a: dict, b: dict) -> list[str]:
 
 
 def merge_shards(parts, output, force: bool = False) -> Merged:
-    """Join the results files of parts 1 … N of one sharded run into `output`, the file one run writes."""
+    """Join the results files of parts 1 … N of one sharded run into the file one run writes.
+
+    Parameters
+    ----------
+    parts : sequence of str or os.PathLike
+        The parts' results files, in any order.
+    output : str or os.PathLike
+        The merged file.
+    force : bool, default False
+        Overwrite an existing `output`.
+
+    Returns
+    -------
+    Merged
+        What was written.
+
+    Raises
+    ------
+    InputError
+        A missing file, a whole run's file, parts of different runs, a part given twice or
+        missing.
+    ConfigError
+        No parts, or an `output` that is one of them.
+    NpformerError
+        An existing `output` without `force`, an unfinished part.
+    """
     parts = [Path(p) for p in parts]
     if not parts:
         raise ConfigError("merge needs the parts' results files")

@@ -32,8 +32,20 @@ DEMO_WEIGHTS = Path(__file__).resolve().parents[2] / "weights" / FAMILIES["effic
 
 
 def block_weights(weights: dict, name: str) -> dict:
-    """The tensors of block `name` ("stages.0.blocks.0") with the block's prefix cut off:
-    {"mlp.fc1.weight": ..., "ls1.gamma": ..., ...}."""
+    """The tensors of one block, with the block's prefix cut off.
+
+    Parameters
+    ----------
+    weights : dict of str to ndarray
+        A model's weights (`model.weights`).
+    name : str
+        The block, e.g. "stages.0.blocks.0".
+
+    Returns
+    -------
+    dict of str to ndarray
+        `{"mlp.fc1.weight": ..., "ls1.gamma": ..., ...}`.
+    """
     prefix = name + "."
     return {k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix)}
 

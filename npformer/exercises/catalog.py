@@ -23,12 +23,37 @@ EXERCISES = {ex.name: ex for ex in (
 
 
 def names() -> list[str]:
-    """The exercises' names, in course order."""
+    """The exercises' names, in course order.
+
+    Returns
+    -------
+    list of str
+        "conv2d_naive", "conv2d", "batch_norm", "fold_after" (notebook 01); "pool_mixer", "erf",
+        "gelu", "layer_norm" (02); "gather_attention_bias", "multi_head_attention",
+        "additive_attention", "talking_heads_attention" (03); "meta4d_block", "meta3d_block",
+        "efficientformer" (04).
+    """
     return list(EXERCISES)
 
 
 def exercise(name: str):
-    """The Exercise called `name`, or an InputError listing the names there are."""
+    """The exercise called `name`, with its reference, cases and catalogued mistakes.
+
+    Parameters
+    ----------
+    name : str
+        One of `names()`.
+
+    Returns
+    -------
+    Exercise
+        The exercise.
+
+    Raises
+    ------
+    InputError
+        An unknown name (the message lists the names there are).
+    """
     if name not in EXERCISES:
         raise InputError(f"no exercise called {name!r}; there are: {', '.join(EXERCISES)}")
     return EXERCISES[name]

@@ -41,9 +41,29 @@ SLOW_SECONDS, SLOW_FACTOR = 0.25, 50  # `vectorised` exercises fail beyond both:
 
 @dataclass
 class CheckResult:
-    """What `check` found. `status` is one of "passed", "not implemented", "error", "output",
-    "shape", "dtype", "values", "mistake", "mutated", "slow"; `mistake` the key of the matched
-    catalogued mistake (status "mistake"); `verdict` the line `check` printed."""
+    """What `check` found. `str(result)` is the verdict `check` printed.
+
+    Attributes
+    ----------
+    name : str
+        The exercise.
+    passed : bool
+        Whether every output was within tolerance on every case.
+    status : str
+        "passed", "not implemented", "error", "output" (not arrays), "shape", "dtype",
+        "values", "mistake" (a catalogued mistake matched), "mutated" (the function wrote into
+        its input) or "slow".
+    max_abs_error : float or None
+        The largest |yours − reference| over the cases compared.
+    diagnosis : str or None
+        What is wrong, in one sentence.
+    mistake : str or None
+        The key of the matched catalogued mistake (status "mistake").
+    cases : int
+        Cases run.
+    verdict : str
+        The line `check` printed.
+    """
 
     name: str
     passed: bool
@@ -63,9 +83,33 @@ class CheckResult:
 
 
 def check(name: str, fn, quiet: bool = False) -> CheckResult:
-    """Check the learner's `fn` against npformer's `name` ("conv2d", "pool_mixer", "gelu", ...;
-    `npformer.exercises.names()` lists them). `fn` takes the same arguments as the reference.
-    Prints the verdict unless `quiet`; returns a CheckResult."""
+    """Check a learner's function against npformer's and say in one sentence what is wrong.
+
+    `fn` runs on random and edge-case inputs (odd sizes, borders, batch > 1, float32 and
+    float64); a wrong output is matched against the exercise's catalogue of known mistakes
+    (within 10× the tolerance on every case), else the first problem is named: what it returned
+    instead of arrays, a wrong shape or dtype, or the first wrong index with both values. A bug
+    in `fn` never raises: it is reported with the line of `fn` it came from.
+
+    Parameters
+    ----------
+    name : str
+        The exercise: "conv2d", "pool_mixer", "gelu", ... (`names()` lists them).
+    fn : callable
+        The learner's function, taking the same arguments as npformer's.
+    quiet : bool, default False
+        Do not print the verdict.
+
+    Returns
+    -------
+    CheckResult
+        The verdict and what it is based on.
+
+    Raises
+    ------
+    InputError
+        An unknown exercise name (the message lists the names).
+    """
     ex = find_exercise(name)
     result = _run(ex, fn)
     if not quiet:

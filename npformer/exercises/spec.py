@@ -29,8 +29,17 @@ class Case:
 
 @dataclass(frozen=True)
 class Mistake:
-    """A known-wrong variant: `fn` takes the reference's arguments and returns what a learner who
-    made the mistake returns; `diagnosis` names it in one sentence."""
+    """A known-wrong variant of an exercise.
+
+    Attributes
+    ----------
+    key : str
+        Its short name (`CheckResult.mistake`).
+    diagnosis : str
+        The sentence that names it.
+    fn : callable
+        Takes the reference's arguments and returns what a learner who made the mistake returns.
+    """
 
     key: str
     diagnosis: str
@@ -41,10 +50,32 @@ class Mistake:
 class Exercise:
     """One exercise: `check(name, fn)` runs `fn` and `reference` on every case of `cases()`.
 
-    `outputs` names what the function returns: one name for a single array, several for a tuple.
-    `tolerance` maps a dtype name to (atol, rtol). `vectorised`: also time the function on
-    `timing_case()` and fail it when it is far slower than the reference (loops where NumPy should work).
-    `report`: optional (case, expected, got) -> lines appended to the verdict (e.g. logits side by side)."""
+    Attributes
+    ----------
+    name : str
+        The exercise's name.
+    signature : str
+        The function to write, as the notebook shows it.
+    summary : str
+        What it computes, in words.
+    reference : callable
+        npformer's function.
+    cases : callable
+        Returns the list of `Case`s to run.
+    mistakes : tuple of Mistake
+        The catalogued wrong variants, each with the sentence that names it.
+    outputs : tuple of str
+        What the function returns: one name for a single array, several for a tuple.
+    tolerance : dict
+        Maps a dtype name to (atol, rtol): |yours − reference| ≤ atol + rtol·|reference|.
+    vectorised : bool
+        Also time the function on `timing_case()` and fail it when it is far slower than the
+        reference (loops where NumPy should work).
+    timing_case : callable or None
+        The case timed for `vectorised`.
+    report : callable or None
+        (case, expected, got) -> lines appended to the verdict (e.g. logits side by side).
+    """
 
     name: str
     signature: str

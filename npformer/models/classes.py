@@ -17,7 +17,14 @@ MODEL_MODULES = {name: importlib.import_module(f"{__package__}.{name}.model") fo
 
 
 def architectures() -> dict[str, type]:
-    """Every model class by its transformers name."""
+    """Every npformer model class, by its transformers class name.
+
+    Returns
+    -------
+    dict of str to type
+        `{"EfficientFormerModel": EfficientFormerModel, ...}`: the eight classes of the three
+        families, in family order.
+    """
     return {name: getattr(MODEL_MODULES[f.name], name) for f in FAMILIES.values() for name in f.schema.ARCHITECTURES.values()}
 
 

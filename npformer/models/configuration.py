@@ -77,7 +77,25 @@ def conv_out(side: int, kernel: int, stride: int, pad: int) -> int:
 
 @dataclass
 class ClassifierConfig:
-    """Fields and plumbing shared by the families: labels, problem type, and config.json I/O."""
+    """What every family's config shares: the label fields and reading and writing config.json.
+
+    A config is a dataclass, checked when it is made: each field must have the type its
+    annotation says and a value npformer can run, else a `ConfigError` names the field.
+
+    Parameters
+    ----------
+    num_labels : int, default 2
+        Classes of the heads; 0 gives models without heads (the pooled features come out).
+        transformers sets it from `id2label` when a config.json has one.
+    id2label : dict of int to str, optional
+        Class names by index.
+    problem_type : str, optional
+        The loss `labels` get: "regression", "single_label_classification" or
+        "multi_label_classification"; None decides from the labels, as transformers does.
+    extra : dict, optional
+        The other config.json fields transformers writes (`architectures`, `torch_dtype`,
+        `transformers_version`, ...), kept so that a config round-trips.
+    """
 
     model_type: ClassVar[str] = ""
     # a family's field checks: list fields and what each entry must be ("int" >= 0, "positive", "bool"),
@@ -95,7 +113,26 @@ class ClassifierConfig:
 
     @classmethod
     def from_dict(cls, d: dict, source: str = "config"):
-        """Build from a transformers-style dict; `source` names the file in error messages."""
+        """Build a config from a transformers-style `config.json` dict.
+
+        Parameters
+        ----------
+        d : dict
+            The config's fields; `model_type`, when present, must be the family's.
+        source : str, default "config"
+            What to call the dict in error messages (a file's path).
+
+        Returns
+        -------
+        ClassifierConfig
+            The family's config.
+
+        Raises
+        ------
+        ConfigError
+            Another `model_type`, a field the class does not have (npformer cannot tell whether
+            it changes the model), or a value of the wrong type or out of range.
+        """
         d = copy.deepcopy(d)
         model_type = d.pop("model_type", cls.model_type)
         if model_type != cls.model_type:
@@ -128,15 +165,61 @@ class ClassifierConfig:
 
     @classmethod
     def from_json_file(cls, path):
-        """The config in a config.json, read strictly (npformer/jsonfile.py: UTF-8, an object, no key
-        twice, nested at most a few dozen levels); every problem a ConfigError naming the file."""
+        """Read a config.json strictly.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            The config.json file.
+
+        Returns
+        -------
+        ClassifierConfig
+            The family's config.
+
+        Raises
+        ------
+        ConfigError
+            A file that is missing, not UTF-8, not a JSON object, holds a key twice or nests too
+            deep, or fields `from_dict` refuses; each message names the file.
+        """
         path = Path(path)
         return cls.from_dict(read_json_object(path), source=str(path))
 
     @classmethod
     def from_pretrained(cls, path, *, revision=None, cache_dir=None, local_files_only=False, token=None):
-        """transformers' `Config.from_pretrained`: a model directory, its config.json, or a Hugging
-        Face hub id (npformer/hub.py). The config of any checkpoint: `npformer.AutoConfig`."""
+        """Read the config of a model directory, its config.json, or a Hugging Face hub id.
+
+        transformers' `Config.from_pretrained`. For the config of any checkpoint, whatever its
+        family or format, use `npformer.AutoConfig`.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            A model directory, a config.json, or a hub id.
+        revision : str, optional
+            Hub ids only: the branch, tag or commit.
+        cache_dir : str or os.PathLike, optional
+            Hub ids only: the Hugging Face cache.
+        local_files_only : bool, default False
+            Hub ids only: never download.
+        token : str or bool, optional
+            Hub ids only: a token for a private repo.
+
+        Returns
+        -------
+        ClassifierConfig
+            The family's config.
+
+        Raises
+        ------
+        ConfigError
+            A config.json `from_json_file` refuses.
+        WeightFileError
+            A hub repo or file that cannot be found.
+        MissingExtraError
+            A hub id without huggingface_hub installed.
+        """
         from ..hub import CONFIG_FILES, resolve
 
         local = resolve(path, CONFIG_FILES, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only,
@@ -144,7 +227,13 @@ class ClassifierConfig:
         return cls.from_json_file(local / "config.json" if local.is_dir() else local)
 
     def to_dict(self) -> dict:
-        """A transformers-compatible `config.json` dict."""
+        """The config as a transformers `config.json` dict.
+
+        Returns
+        -------
+        dict
+            Every field, `model_type`, and the extra fields read from a config.json.
+        """
         d = asdict(self)
         extra = d.pop("extra")
         if d["id2label"] is not None:
@@ -158,6 +247,13 @@ class ClassifierConfig:
         return d
 
     def to_json_file(self, path) -> None:
+        """Write the config as a config.json (`to_dict`, keys sorted, indented).
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            The file to write.
+        """
         Path(path).write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
 
     def check_types(self) -> None:

@@ -121,7 +121,11 @@ def _mean_std(value: Any, what: str, nonzero: bool = False) -> float | list[floa
 
 
 class BatchFeature(dict):
-    """A dict (key "pixel_values") that also allows attribute access, like HF's BatchFeature."""
+    """A dict with the key "pixel_values" that also allows attribute access, like HF's BatchFeature.
+
+    `batch["pixel_values"]` and `batch.pixel_values` are the same array; `model(**batch)` passes
+    it to a model.
+    """
 
     def __getattr__(self, name: str) -> Any:
         try:

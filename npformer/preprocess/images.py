@@ -47,6 +47,16 @@ def to_rgb(image: Image.Image) -> Image.Image:
       clipped to 0..65535, then v >> 8 as above.
 
     EXIF orientation is not applied here (see `load_image`).
+
+    Parameters
+    ----------
+    image : PIL.Image.Image
+        An image of any mode.
+
+    Returns
+    -------
+    PIL.Image.Image
+        A new 8-bit RGB image.
     """
     mode = image.mode
     if mode in _MODES_16BIT or mode == "I":
@@ -90,6 +100,26 @@ def load_image(image: str | os.PathLike[str] | Image.Image, *, exif_orientation:
     and as `Image.open(p).convert("RGB")`, torchvision's / timm's loaders and the original repos'
     evaluation do. `exif_orientation=True` applies it first (`PIL.ImageOps.exif_transpose`), which
     is what `transformers.image_utils.load_image` -- used by transformers' pipelines -- does.
+
+    Parameters
+    ----------
+    image : str, os.PathLike or PIL.Image.Image
+        A path, or an opened image.
+    exif_orientation : bool, default False
+        Apply the EXIF orientation first, as transformers' pipelines do.
+
+    Returns
+    -------
+    PIL.Image.Image
+        A fully decoded 8-bit RGB image.
+
+    Raises
+    ------
+    ImageError
+        A missing path, a directory, a file Pillow cannot identify or decode, a decompression
+        bomb.
+    InputError
+        Something that is neither a path nor a PIL image.
     """
     if isinstance(image, Image.Image):
         try:

@@ -114,18 +114,33 @@ class _HFImageProcessor:
 
     @classmethod
     def from_dict(cls, config: dict[str, Any], *, strict: bool = True):
-        """Build from a `preprocessor_config.json` dict, honouring every field HF honours.
+        """Build a processor from a `preprocessor_config.json` dict, honouring every field HF honours.
 
         Missing fields take the code defaults (as in HF). The metadata keys `image_processor_type`,
         `processor_class`, `feature_extractor_type` (and `_processor_class`,
         `_valid_processor_keys` that some transformers versions save) are ignored.
 
-        With `strict=True` (default) a `ConfigError` is raised for anything HF would *silently
-        ignore* although it signals different intended preprocessing: unknown keys (e.g.
-        `crop_pct`, `do_convert_rgb`, `max_size`; for ViT also `crop_size`), `longest_edge` in
-        `size`, and an `image_processor_type` naming another processor class (e.g. a
-        ViTImageProcessor config read as EfficientFormer: AutoImageProcessor would run it without a
-        crop). `strict=False` ignores those exactly as HF's `<Class>.from_dict` does.
+        Parameters
+        ----------
+        config : dict
+            The config's fields.
+        strict : bool, default True
+            Raise for anything HF would *silently ignore* although it signals different
+            intended preprocessing: unknown keys (e.g. `crop_pct`, `do_convert_rgb`, `max_size`;
+            for ViT also `crop_size`), `longest_edge` in `size`, and an `image_processor_type`
+            naming another processor class (e.g. a ViTImageProcessor config read as
+            EfficientFormer: AutoImageProcessor would run it without a crop). `strict=False`
+            ignores those exactly as HF's `<Class>.from_dict` does.
+
+        Returns
+        -------
+        EfficientFormerImageProcessor or ViTImageProcessor
+            A processor of this class.
+
+        Raises
+        ------
+        ConfigError
+            Not a dict, an invalid value, or (with `strict`) what HF would silently ignore.
         """
         if not isinstance(config, dict):
             raise ConfigError(f"preprocessor config must be a JSON object, got {type(config).__name__}")
@@ -149,8 +164,34 @@ class _HFImageProcessor:
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike[str], *, strict: bool = True, revision=None, cache_dir=None,
                         local_files_only=False, token=None):
-        """Read `preprocessor_config.json` from a directory, a JSON file given directly, or a Hugging
-        Face hub id (`revision`, `cache_dir`, `local_files_only`, `token`: see npformer/hub.py)."""
+        """Read a `preprocessor_config.json` from a directory, the JSON file itself, or a Hugging Face hub id.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            A directory holding `preprocessor_config.json`, the file, or a hub id.
+        strict : bool, default True
+            As for `from_dict`.
+        revision : str, optional
+            Hub ids only: the branch, tag or commit.
+        cache_dir : str or os.PathLike, optional
+            Hub ids only: the Hugging Face cache.
+        local_files_only : bool, default False
+            Hub ids only: never download.
+        token : str or bool, optional
+            Hub ids only: a token for a private repo.
+
+        Returns
+        -------
+        EfficientFormerImageProcessor or ViTImageProcessor
+            A processor of this class.
+
+        Raises
+        ------
+        ConfigError
+            A missing file, malformed JSON, or a config `from_dict` refuses; the message names
+            the file.
+        """
         from ..hub import PREPROCESSOR_CONFIG_FILES, resolve
 
         path = os.fspath(resolve(path, PREPROCESSOR_CONFIG_FILES, revision=revision, cache_dir=cache_dir,
@@ -167,7 +208,13 @@ class _HFImageProcessor:
             raise ConfigError(f"{file}: {err}") from err
 
     def to_dict(self) -> dict[str, Any]:
-        """The config as HF writes it (`from_dict(to_dict())` round-trips)."""
+        """The config as HF writes it: `from_dict(to_dict())` round-trips.
+
+        Returns
+        -------
+        dict
+            Every field and `image_processor_type`.
+        """
         config = {}
         for field in self._FIELDS:
             value = getattr(self, field)
@@ -205,17 +252,45 @@ class _HFImageProcessor:
 
 
 class EfficientFormerImageProcessor(_HFImageProcessor):
-    """NumPy/Pillow twin of `transformers.EfficientFormerImageProcessor` (4.40.2).
+    """NumPy/Pillow twin of `transformers.EfficientFormerImageProcessor` (4.40.2), bit-identical to it.
 
-    Constructor arguments and defaults are HF's *code* defaults (not its docstring's): squash-resize
-    to 224 x 224 with BICUBIC (3), center crop 224 x 224, rescale 1/255, ImageNet-default
-    mean/std. For the settings the published snap-research checkpoints ship with
-    (shortest edge 256, crop 224) use `EfficientFormerImageProcessor.published()`.
+    Defaults are HF's *code* defaults (not its docstring's): squash-resize to 224 x 224 with
+    BICUBIC (3), center crop 224 x 224, rescale 1/255, ImageNet-default mean/std. For the
+    settings the published snap-research checkpoints ship with (shortest edge 256, crop 224) use
+    `EfficientFormerImageProcessor.published()`. Calling the processor is `preprocess`.
 
-    `size` / `crop_size` accept what HF accepts: an int (a square), [height, width], or a dict
-    {"height", "width"}; `size` also {"shortest_edge": S}. `resample` is a PIL filter code
-    (0 NEAREST, 1 LANCZOS, 2 BILINEAR, 3 BICUBIC, 4 BOX, 5 HAMMING). Invalid values raise
-    `ConfigError` at construction (HF raises late or not at all).
+    Parameters
+    ----------
+    do_resize : bool, default True
+        Resize first.
+    size : int, list of int or dict, optional
+        An int (a square), [height, width], {"height", "width"} (squash, aspect not kept) or
+        {"shortest_edge": S} (short side to S, long side int(S · long / short)); default
+        {"height": 224, "width": 224}.
+    resample : int, default 3
+        A PIL filter code (0 NEAREST, 1 LANCZOS, 2 BILINEAR, 3 BICUBIC, 4 BOX, 5 HAMMING).
+    do_center_crop : bool, default True
+        Crop the center (top and left offsets floored; an image smaller than the crop is
+        zero-padded first, as HF does).
+    do_rescale : bool, default True
+        Multiply by `rescale_factor`.
+    rescale_factor : float, default 1/255
+        The rescale factor.
+    crop_size : int, list of int or dict, optional
+        As `size`, without "shortest_edge"; default {"height": 224, "width": 224}.
+    do_normalize : bool, default True
+        Subtract `image_mean`, divide by `image_std`.
+    image_mean : float or list of float, optional
+        One value, or one per channel; default ImageNet's (0.485, 0.456, 0.406).
+    image_std : float or list of float, optional
+        One value, or one per channel; default ImageNet's (0.229, 0.224, 0.225).
+    strict : bool, default True
+        Refuse a `size` with "longest_edge", which HF silently ignores.
+
+    Raises
+    ------
+    ConfigError
+        An invalid value, at construction (HF raises late or not at all).
     """
 
     _FIELDS = (
@@ -258,10 +333,17 @@ class EfficientFormerImageProcessor(_HFImageProcessor):
 
     @classmethod
     def published(cls) -> EfficientFormerImageProcessor:
-        """Settings of the published snap-research/efficientformer-l{1,3,7}-300 checkpoints:
-        resize shortest edge to 256 (bicubic), center crop 224, rescale 1/255, ImageNet-default
-        mean/std (the hub's `preprocessor_config.json`; the original repos' eval transform up to
-        the crop offset rounding, see recipe "original")."""
+        """The settings of the published snap-research/efficientformer-l{1,3,7}-300 checkpoints.
+
+        Resize the shortest edge to 256 (bicubic), center crop 224, rescale 1/255,
+        ImageNet-default mean/std (the hub's `preprocessor_config.json`; the original repos'
+        eval transform up to the crop offset rounding, see recipe "original").
+
+        Returns
+        -------
+        EfficientFormerImageProcessor
+            The processor (recipe "efficientformer-hf").
+        """
         return cls(
             size={"shortest_edge": 256},
             resample=3,
@@ -287,12 +369,53 @@ class EfficientFormerImageProcessor(_HFImageProcessor):
         return_tensors: str | None = "np",
         data_format: str = "channels_first",
     ) -> BatchFeature:
-        """Images -> {"pixel_values": float32 [N, 3, h, w]} (HF's `preprocess`, same overrides).
+        """Preprocess images: HF's `preprocess`, with the same per-call overrides.
 
-        `images`: a PIL image, a path, a uint8 numpy image ([H, W, 3]; also [H, W], [H, W, 1],
-        [H, W, 4], converted to RGB), or a list/tuple of these. `return_tensors="np"` stacks into
-        one array; None returns a list of per-image arrays (like HF). `data_format`
-        "channels_first" (NCHW, default) or "channels_last".
+        Parameters
+        ----------
+        images : str, os.PathLike, PIL.Image.Image, ndarray, or a list of these
+            Paths, PIL images (any mode, converted to RGB) or uint8 arrays [H, W, 3] (also
+            [H, W], [H, W, 1], [H, W, 4]).
+        do_resize : bool, optional
+            Overrides the processor's setting for this call (None: keep); likewise the
+            other settings below.
+        size : int, list of int or dict, optional
+            Overrides `size`.
+        resample : int, optional
+            Overrides `resample`.
+        do_center_crop : bool, optional
+            Overrides `do_center_crop`.
+        crop_size : int, list of int or dict, optional
+            Overrides `crop_size`.
+        do_rescale : bool, optional
+            Overrides `do_rescale`.
+        rescale_factor : float, optional
+            Overrides `rescale_factor`.
+        do_normalize : bool, optional
+            Overrides `do_normalize`.
+        image_mean : float or list of float, optional
+            Overrides `image_mean`.
+        image_std : float or list of float, optional
+            Overrides `image_std`.
+        return_tensors : str or None, default "np"
+            "np" stacks the images into one array; None returns a list of per-image arrays
+            (as HF does).
+        data_format : str, default "channels_first"
+            "channels_first" (NCHW) or "channels_last" (NHWC).
+
+        Returns
+        -------
+        BatchFeature
+            `{"pixel_values": float32 [N, 3, h, w]}`.
+
+        Raises
+        ------
+        ImageError
+            An image that cannot be opened or decoded.
+        ConfigError
+            An invalid override, `return_tensors` other than "np" or None.
+        InputError
+            Images of different output sizes with `return_tensors="np"`, or no images.
         """
         overrides = dict(
             do_resize=do_resize, size=size, resample=resample, do_center_crop=do_center_crop,
@@ -315,8 +438,7 @@ class EfficientFormerImageProcessor(_HFImageProcessor):
 
 
 class ViTImageProcessor(_HFImageProcessor):
-    """NumPy/Pillow twin of `transformers.ViTImageProcessor` (4.40.2), the processor transformers'
-    auto mapping assigns to SwiftFormer.
+    """NumPy/Pillow twin of `transformers.ViTImageProcessor` (4.40.2), the processor transformers gives SwiftFormer.
 
     Code defaults (= HF's): squash-resize to exactly 224 x 224 (aspect ratio NOT kept, and there
     is no center crop at all), BILINEAR (2), rescale 1/255, IMAGENET_STANDARD mean/std
@@ -325,8 +447,33 @@ class ViTImageProcessor(_HFImageProcessor):
 
     Steps: [H, W, 3] uint8 -> PIL resize to size (uint8) -> rescale (float64 product, then float32)
     -> normalize (float32) -> CHW; the same step functions as `EfficientFormerImageProcessor`.
-    `size` is an int (square), [height, width] or {"height", "width"}; a {"shortest_edge"} size
-    raises `ConfigError` (HF's ViT processor raises ValueError on it when processing).
+
+    Parameters
+    ----------
+    do_resize : bool, default True
+        Resize first.
+    size : int, list of int or dict, optional
+        An int (square), [height, width] or {"height", "width"}; default 224 x 224. A
+        {"shortest_edge"} size is refused (HF's ViT processor raises on it when processing).
+    resample : int, default 2
+        A PIL filter code (2 BILINEAR, 3 BICUBIC, ...).
+    do_rescale : bool, default True
+        Multiply by `rescale_factor`.
+    rescale_factor : float, default 1/255
+        The rescale factor.
+    do_normalize : bool, default True
+        Subtract `image_mean`, divide by `image_std`.
+    image_mean : float or list of float, optional
+        Default (0.5, 0.5, 0.5).
+    image_std : float or list of float, optional
+        Default (0.5, 0.5, 0.5).
+    strict : bool, default True
+        Kept for `from_dict`'s strictness.
+
+    Raises
+    ------
+    ConfigError
+        An invalid value, at construction.
     """
 
     _FIELDS = (
@@ -363,9 +510,17 @@ class ViTImageProcessor(_HFImageProcessor):
 
     @classmethod
     def published_swiftformer(cls) -> ViTImageProcessor:
-        """Settings of the published MBZUAI/swiftformer-{xs,s,l1,l3} checkpoints. Their
-        `preprocessor_config.json` is {do_normalize: true, do_resize: true, image_mean/image_std:
-        ImageNet default, size: 224}: squash to 224 x 224 with the default BILINEAR, rescale 1/255."""
+        """The settings of the published MBZUAI/swiftformer-{xs,s,l1,l3} checkpoints.
+
+        Their `preprocessor_config.json` is {do_normalize: true, do_resize: true,
+        image_mean/image_std: ImageNet default, size: 224}: squash to 224 x 224 with the default
+        BILINEAR, rescale 1/255.
+
+        Returns
+        -------
+        ViTImageProcessor
+            The processor (recipe "swiftformer-hf").
+        """
         return cls(size=224, image_mean=IMAGENET_DEFAULT_MEAN, image_std=IMAGENET_DEFAULT_STD)
 
     def preprocess(
@@ -382,8 +537,47 @@ class ViTImageProcessor(_HFImageProcessor):
         return_tensors: str | None = "np",
         data_format: str = "channels_first",
     ) -> BatchFeature:
-        """Images -> {"pixel_values": float32 [N, 3, h, w]} (HF's `preprocess`, same overrides);
-        inputs and `return_tensors` / `data_format` as in `EfficientFormerImageProcessor.preprocess`."""
+        """Preprocess images: HF's `preprocess`, with the same per-call overrides.
+
+        Parameters
+        ----------
+        images : str, os.PathLike, PIL.Image.Image, ndarray, or a list of these
+            Paths, PIL images (any mode, converted to RGB) or uint8 arrays [H, W, 3] (also
+            [H, W], [H, W, 1], [H, W, 4]).
+        do_resize : bool, optional
+            Overrides the processor's setting for this call (None: keep); likewise the
+            other settings below.
+        size : int, list of int or dict, optional
+            Overrides `size`.
+        resample : int, optional
+            Overrides `resample`.
+        do_rescale : bool, optional
+            Overrides `do_rescale`.
+        rescale_factor : float, optional
+            Overrides `rescale_factor`.
+        do_normalize : bool, optional
+            Overrides `do_normalize`.
+        image_mean : float or list of float, optional
+            Overrides `image_mean`.
+        image_std : float or list of float, optional
+            Overrides `image_std`.
+        return_tensors : str or None, default "np"
+            "np" stacks the images into one array; None returns a list of per-image arrays.
+        data_format : str, default "channels_first"
+            "channels_first" (NCHW) or "channels_last" (NHWC).
+
+        Returns
+        -------
+        BatchFeature
+            `{"pixel_values": float32 [N, 3, h, w]}`.
+
+        Raises
+        ------
+        ImageError
+            An image that cannot be opened or decoded.
+        ConfigError
+            An invalid override, `return_tensors` other than "np" or None.
+        """
         overrides = dict(
             do_resize=do_resize, size=size, resample=resample, do_rescale=do_rescale,
             rescale_factor=rescale_factor, do_normalize=do_normalize, image_mean=image_mean, image_std=image_std,

@@ -92,8 +92,24 @@ assert set(_RECIPE_BUILDERS) == set(RECIPES)
 
 
 def recipe(name: str) -> Preprocessor:
-    """A new processor for the named recipe (see `RECIPES`); calling it on images returns
-    {"pixel_values": float32 [N, 3, 224, 224]}. Unknown name -> `ConfigError` listing the names."""
+    """A new processor for a named preprocessing recipe.
+
+    Parameters
+    ----------
+    name : str
+        "efficientformer-hf", "efficientformer-hf-default", "swiftformer-hf", "timm" or
+        "original" (`RECIPES` says what each reproduces).
+
+    Returns
+    -------
+    EfficientFormerImageProcessor or ViTImageProcessor or TorchvisionEvalTransform
+        Calling it on images returns `{"pixel_values": float32 [N, 3, 224, 224]}`.
+
+    Raises
+    ------
+    ConfigError
+        An unknown name (the message lists the recipes).
+    """
     if not isinstance(name, str) or name not in _RECIPE_BUILDERS:
         raise ConfigError(f"unknown preprocessing recipe {name!r}; known recipes: {', '.join(RECIPES)}")
     return _RECIPE_BUILDERS[name]()

@@ -51,15 +51,42 @@ def processor_from_metadata(weights: Path, text: str, family):
 
 
 def make_processor(spec: str | None, weights: Path, family, metadata: dict):
-    """(processor, description) for a checkpoint.
+    """The preprocessing a checkpoint gets: what `npformer predict` and `evaluate` use.
 
-    `spec` if given: a recipe name (RECIPES), 'published' / 'default' (the family's transformers
-    settings: published checkpoints' / code defaults), or a preprocessor_config.json file or a
-    directory holding one. Without it: the weights directory's preprocessor_config.json, else the
-    weight file's own (metadata `preprocessor`, as the demo weights carry), else the recipe it
-    records (metadata `recipe`, written at conversion), else the family's recipe for the weights'
-    source (metadata `source`: transformers, timm, original), and for any other source
-    (npformer, seeded) the family's own (its published checkpoints' recipe)."""
+    Without `spec`, the first of: the weights directory's preprocessor_config.json; the weight
+    file's own processor (metadata `preprocessor`, as the demo weights carry); the recipe it
+    records (metadata `recipe`, written at conversion); the family's recipe for the weights'
+    source (metadata `source`: transformers, timm, original); for any other source (npformer,
+    seeded) the family's own (its published checkpoints' recipe).
+
+    Parameters
+    ----------
+    spec : str, optional
+        A recipe name (`RECIPES`), "published" or "default" (the family's transformers settings:
+        the published checkpoints' or the processor's code defaults), or a
+        preprocessor_config.json file or a directory holding one.
+    weights : str or os.PathLike
+        The checkpoint's path (a directory is searched for preprocessor_config.json).
+    family : Family
+        The checkpoint's registry entry (`npformer.models.registry.FAMILIES[name]`).
+    metadata : dict of str to str
+        The checkpoint's metadata, as `npformer.load` returns it.
+
+    Returns
+    -------
+    processor : EfficientFormerImageProcessor or ViTImageProcessor or TorchvisionEvalTransform
+        The processor.
+    description : str
+        Where its settings come from, in words.
+
+    Raises
+    ------
+    ConfigError
+        An unknown recipe, a malformed preprocessor config, "default" for a family with no
+        transformers processor.
+    WeightFileError
+        A weight file whose `preprocessor` metadata is malformed.
+    """
     weights = Path(weights)
     if spec is None:
         if weights.is_dir() and (weights / PREPROCESSOR_CONFIG_NAME).is_file():

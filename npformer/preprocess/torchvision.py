@@ -26,9 +26,28 @@ class TorchvisionEvalTransform:
                     -> normalize                float32 (x - mean) / std
                     -> [3, ch, cw] float32
 
-    `crop` is an int (square) or (height, width). `resample` is a PIL filter code (3 = bicubic;
-    torchvision maps InterpolationMode.BICUBIC to it for PIL images). `TorchvisionEvalTransform.timm()`
-    builds timm's `transforms_imagenet_eval` for crop_mode "center".
+    `TorchvisionEvalTransform.timm()` builds timm's `transforms_imagenet_eval` for crop_mode
+    "center" (recipe "timm"); `TorchvisionEvalTransform(256, 224)` is the original repos' eval
+    transform (recipe "original").
+
+    Parameters
+    ----------
+    resize_short : int
+        The short side after the resize.
+    crop : int or tuple of int
+        The center crop: an int (square) or (height, width).
+    resample : int, default 3
+        A PIL filter code (3 = bicubic; torchvision maps InterpolationMode.BICUBIC to it for PIL
+        images).
+    mean : sequence of float, default ImageNet's
+        Normalize's mean, per channel.
+    std : sequence of float, default ImageNet's
+        Normalize's std, per channel.
+
+    Raises
+    ------
+    ConfigError
+        An invalid value, at construction.
     """
 
     def __init__(
@@ -55,9 +74,30 @@ class TorchvisionEvalTransform:
         mean: Sequence[float] = IMAGENET_DEFAULT_MEAN,
         std: Sequence[float] = IMAGENET_DEFAULT_STD,
     ) -> TorchvisionEvalTransform:
-        """timm's eval transform (crop_mode "center", square img_size): Resize(floor(img_size /
-        crop_pct)) -> CenterCrop(img_size) -> ToTensor -> Normalize. The defaults are the pretrained
-        cfgs of timm's efficientformer_l{1,3,7}.snap_dist_in1k and swiftformer_*.dist_in1k."""
+        """timm's eval transform (crop_mode "center", square img_size).
+
+        Resize(floor(img_size / crop_pct)) -> CenterCrop(img_size) -> ToTensor -> Normalize. The
+        defaults are the pretrained cfgs of timm's efficientformer_l{1,3,7}.snap_dist_in1k,
+        swiftformer_*.dist_in1k and efficientformerv2_*.snap_dist_in1k.
+
+        Parameters
+        ----------
+        img_size : int, default 224
+            The crop's side.
+        crop_pct : float, default 0.95
+            The crop's share of the resized short side.
+        resample : int, default 3
+            A PIL filter code (3 = bicubic).
+        mean : sequence of float, default ImageNet's
+            Normalize's mean.
+        std : sequence of float, default ImageNet's
+            Normalize's std.
+
+        Returns
+        -------
+        TorchvisionEvalTransform
+            The transform (recipe "timm" at the defaults).
+        """
         return cls(timm_scale_size(img_size, crop_pct), img_size, resample, mean, std)
 
     def to_dict(self) -> dict[str, Any]:
@@ -81,7 +121,28 @@ class TorchvisionEvalTransform:
         return_tensors: str | None = "np",
         data_format: str = "channels_first",
     ) -> BatchFeature:
-        """Images (as for `EfficientFormerImageProcessor`) -> {"pixel_values": float32 [N, 3, ch, cw]}."""
+        """Preprocess images (also available as `preprocess`).
+
+        Parameters
+        ----------
+        images : str, os.PathLike, PIL.Image.Image, ndarray, or a list of these
+            Paths, PIL images (any mode, converted to RGB) or uint8 arrays [H, W, 3] (also
+            [H, W], [H, W, 1], [H, W, 4]).
+        return_tensors : str or None, default "np"
+            "np" stacks the images into one array; None returns a list of per-image arrays.
+        data_format : str, default "channels_first"
+            "channels_first" (NCHW) or "channels_last" (NHWC).
+
+        Returns
+        -------
+        BatchFeature
+            `{"pixel_values": float32 [N, 3, ch, cw]}`.
+
+        Raises
+        ------
+        ImageError
+            An image that cannot be opened or decoded.
+        """
         outputs = [self._process_one(image) for image in _as_batch(images)]
         return _batch_feature(outputs, return_tensors, data_format)
 

@@ -55,8 +55,20 @@ def _is_int(value) -> bool:
 
 
 def list_models(filter: str = "", pretrained: bool = False) -> list[str]:
-    """timm's `list_models` over npformer's names: `filter` is a wildcard pattern ("swiftformer*");
-    `pretrained=True` lists `<name>.<tag>` as timm does."""
+    """The timm model names npformer builds, as timm's `list_models`.
+
+    Parameters
+    ----------
+    filter : str, default ""
+        A wildcard pattern such as `"swiftformer*"`; "" lists every name.
+    pretrained : bool, default False
+        List `<name>.<tag>` (e.g. `efficientformer_l1.snap_dist_in1k`), as timm does.
+
+    Returns
+    -------
+    list of str
+        The names, sorted.
+    """
     names = sorted(f"{name}.{fam.timm_tag}" if pretrained else name for name, (fam, _) in timm_models().items())
     return [n for n in names if not filter or fnmatch.fnmatch(n, filter)]
 
@@ -153,9 +165,58 @@ def _check_options(options: dict, config=None) -> None:
 def create_model(model_name: str, pretrained: bool = False, pretrained_cfg=None, pretrained_cfg_overlay=None,
                  checkpoint_path=None, cache_dir=None, num_classes=None, features_only=False, out_indices=None,
                  dtype=np.float32, fuse=False, **kwargs):
-    """timm's `create_model` for npformer's families: a `TimmModel` (or, with `features_only=True`,
-    the model's `features_only(out_indices)`). See the module docstring for how names, the hub
-    and local files are read. `dtype` (np.float32 / np.float64) and `fuse` are npformer's."""
+    """timm's `create_model` for npformer's three families.
+
+    Options that would change what the weights compute (another head size than the
+    checkpoint's, another input size, channels) are refused by name; training-only options
+    (drop rates) are accepted and have no effect, as in timm's eval mode.
+
+    Parameters
+    ----------
+    model_name : str
+        A timm name, with or without its pretrained tag (`"efficientformer_l1"`,
+        `"efficientformer_l1.snap_dist_in1k"`), or `"hf-hub:<repo>"` (`@revision` after it),
+        whose config.json names the model.
+    pretrained : bool, default False
+        Load timm's weights from the Hugging Face hub repo `timm/<name>.<tag>` (the `hub`
+        extra); False gives seeded weights (timm's are random).
+    pretrained_cfg : dict, optional
+        Replaces fields of timm's `pretrained_cfg` for the model.
+    pretrained_cfg_overlay : dict, optional
+        The same; `file=` names a local weight file to load instead of the hub's.
+    checkpoint_path : str or os.PathLike, optional
+        A local weight file to load (any checkpoint npformer reads).
+    cache_dir : str or os.PathLike, optional
+        The Hugging Face cache.
+    num_classes : int, optional
+        With loaded weights, 0 drops the heads (the pooled features come out) and any other
+        count must be the checkpoint's; with seeded weights, the heads' classes (default 1000).
+    features_only : bool, default False
+        Return the backbone's `features_only(out_indices)` model instead.
+    out_indices : sequence of int, optional
+        The stages `features_only` returns (default all four).
+    dtype : numpy dtype, default np.float32
+        npformer's: `np.float32` or `np.float64`.
+    fuse : bool, default False
+        npformer's: return the fused fast path.
+    **kwargs
+        Other timm arguments: training-only ones are accepted without effect.
+
+    Returns
+    -------
+    TimmModel or FeatureListModel
+        The model as timm returns it: calling it gives the logits array [B, num_classes].
+
+    Raises
+    ------
+    ConfigError
+        A name npformer does not build, another tag than timm's, an argument that would change
+        the weights' results.
+    CheckpointMismatchError
+        Weights that are not the named model's.
+    NpformerError
+        The subclasses `npformer.load` raises for the weight file.
+    """
     if not isinstance(model_name, str):
         raise ConfigError(f"model_name must be a string, got {type(model_name).__name__}")
     dtype = model_dtype(dtype)
@@ -202,11 +263,26 @@ def create_model(model_name: str, pretrained: bool = False, pretrained_cfg=None,
 
 
 class TimmModel:
-    """A model as `timm.create_model` returns it, holding an npformer model (`.model`):
-    `model(x)` / `model.forward(x)` -> logits [B, num_classes] (with num_classes=0, the pooled
-    features), `forward_features(x)` -> the final norm's output (EfficientFormer [B, N, C];
-    SwiftFormer, EfficientFormerV2 [B, C, H, W]), `pretrained_cfg` / `default_cfg`, `num_classes`,
-    `num_features`, `eval()`. Everything else (config, fuse, trace, ...) is the npformer model's."""
+    """A model as `timm.create_model` returns it, holding an npformer model.
+
+    `model(x)` returns the logits array; every attribute it does not have itself (`config`,
+    `feature_info`, `forward_intermediates`, ...) is the npformer model's.
+
+    Parameters
+    ----------
+    model : PreTrainedModel
+        The two-head npformer classifier (or one without heads, for `num_classes=0`).
+    pretrained_cfg : dict
+        timm's `pretrained_cfg`: preprocessing (`input_size`, `interpolation`, `crop_pct`,
+        `mean`, `std`, ...) and heads, what `npformer.timm.data.resolve_model_data_config` reads.
+
+    Attributes
+    ----------
+    model : PreTrainedModel
+        The npformer model.
+    pretrained_cfg : dict
+        timm's `pretrained_cfg` (also as `default_cfg`).
+    """
 
     def __init__(self, model, pretrained_cfg: dict):
         self.model = model
@@ -215,27 +291,58 @@ class TimmModel:
 
     @property
     def num_classes(self) -> int:
+        """Classes of the heads (0: no heads)."""
         return self.model.config.num_labels
 
     @property
     def num_features(self) -> int:
+        """Channels of the pooled features (the last stage's width)."""
         return self.model.config.width
 
     def __call__(self, pixel_values) -> np.ndarray:
         return self.forward(pixel_values)
 
     def forward(self, pixel_values) -> np.ndarray:  # [B, 3, H, W] -> [B, num_classes]
-        """timm's eval forward: the mean of the two heads (the pooled features without heads)."""
+        """timm's eval forward: the mean of the two heads' logits.
+
+        Parameters
+        ----------
+        pixel_values : array_like of shape [B, 3, H, W]
+            Normalised pixel values.
+
+        Returns
+        -------
+        ndarray of shape [B, num_classes]
+            The logits (the pooled features [B, num_features] for a model without heads).
+        """
         return self.model(pixel_values).logits
 
     def forward_features(self, pixel_values) -> np.ndarray:
-        """timm's `forward_features`: stem, stages and the final norm (traced as "norm")."""
+        """timm's `forward_features`: stem, stages and the final norm, no pooling, no head.
+
+        Parameters
+        ----------
+        pixel_values : array_like of shape [B, 3, H, W]
+            Normalised pixel values.
+
+        Returns
+        -------
+        ndarray
+            EfficientFormer: tokens [B, N, C]; SwiftFormer and EfficientFormerV2: a map
+            [B, C, H/32, W/32].
+        """
         trace = Trace(["norm"])
         self.model(pixel_values, trace=trace)
         return trace["norm"]
 
     def eval(self):
-        """timm models are switched to eval mode before inference; npformer models always are."""
+        """Return the model itself: npformer models are always in eval mode.
+
+        Returns
+        -------
+        TimmModel
+            This model.
+        """
         return self
 
     def train(self, mode: bool = True):
@@ -244,6 +351,13 @@ class TimmModel:
         return self
 
     def fuse(self) -> "TimmModel":
+        """The same model with each BatchNorm folded into its convolution (the fast path).
+
+        Returns
+        -------
+        TimmModel
+            A new `TimmModel` around the fused npformer model.
+        """
         return TimmModel(self.model.fuse(), self.pretrained_cfg)
 
     def __getattr__(self, name):

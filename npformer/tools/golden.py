@@ -55,9 +55,35 @@ INPUT_NAME = "input"
 
 
 def trace_to_fixture(model, pixel_values, path, weights_name: str = "") -> dict:
-    """Run `model(pixel_values)` with a full trace and write a trace fixture to `path`.
+    """Run the model with a full trace and write every activation to a trace fixture.
 
-    Returns the metadata written. Tensors keep the model's dtype (float32 or float64)."""
+    The fixture is a safetensors file holding `input` (the pixels, in the model's dtype) and one
+    tensor per trace name, in the model's dtype, with the metadata described in the module
+    docstring (`format="npformer-trace"`, `names` in forward order, ...).
+
+    Parameters
+    ----------
+    model : PreTrainedModel
+        The model to run (float32 or float64, fused or not).
+    pixel_values : array_like of shape [B, 3, H, W]
+        The input.
+    path : str or os.PathLike
+        The file to write.
+    weights_name : str, default ""
+        Recorded in the metadata (`weights`): the weight file's path or name.
+
+    Returns
+    -------
+    dict of str to str
+        The metadata written.
+
+    Raises
+    ------
+    InputError
+        Pixel values the model cannot take.
+    NpformerError
+        A file that cannot be written.
+    """
     from safetensors.numpy import save_file
 
     from ..trace import Trace
@@ -91,11 +117,31 @@ def trace_to_fixture(model, pixel_values, path, weights_name: str = "") -> dict:
 
 
 def read_fixture(path, require_metadata: bool = True) -> tuple[dict, list[str], dict]:
-    """(tensors, names in order, metadata) of a trace fixture.
+    """Read a trace fixture.
 
-    `names` starts with `input` when the file has it, then the metadata's `names` order; tensors
-    the metadata does not list (or every tensor, for a file without `names`) follow sorted.
-    With `require_metadata`, a file that is not an npformer trace fixture is refused."""
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The safetensors file.
+    require_metadata : bool, default True
+        Refuse a file whose metadata `format` is not `"npformer-trace"`.
+
+    Returns
+    -------
+    tensors : dict of str to ndarray
+        Every tensor, by name.
+    names : list of str
+        `input` first when the file has it, then the metadata's `names` (the forward order),
+        then any other tensors, sorted.
+    metadata : dict of str to str
+        The file's metadata.
+
+    Raises
+    ------
+    WeightFileError
+        A missing or unreadable file, not a trace fixture (with `require_metadata`), or a
+        `names` entry that is malformed, lists a tensor the file lacks, or lists one twice.
+    """
     from safetensors import safe_open
 
     path = Path(path)
@@ -140,9 +186,32 @@ def _listed_names(path: Path, metadata: dict, tensors: dict) -> list[str]:
 
 @dataclass
 class Row:
-    """One compared tensor, A (the port) against B (the golden). `max_abs` / `max_rel` are over
-    the positions where both are finite: None when the shapes differ or no position is. `nonfinite`
-    says where a NaN or ±inf is (it fails the row whatever the tolerances)."""
+    """One compared tensor: A (the port) against B (the golden).
+
+    Attributes
+    ----------
+    name : str
+        The tensor's name.
+    shape_a : tuple of int
+        A's shape.
+    shape_b : tuple of int
+        B's shape.
+    max_abs : float or None
+        max |A − B| over the positions where both are finite; None when the shapes differ or
+        no position is finite in both.
+    max_rel : float or None
+        max |A − B| / |B| over the same positions.
+    ok : bool
+        Whether |A − B| ≤ atol + rtol·|B| everywhere, the shapes are equal and neither side
+        holds a NaN or ±inf.
+    dtype_a : str
+        A's dtype name.
+    dtype_b : str
+        B's dtype name.
+    nonfinite : str or None
+        Where a NaN or ±inf is, on either side ("A: 2 NaN, first at [0, 3, 1, 1]"); it fails
+        the row whatever the tolerances.
+    """
 
     name: str
     shape_a: tuple
@@ -156,10 +225,12 @@ class Row:
 
     @property
     def shape_mismatch(self) -> bool:
+        """Whether A's and B's shapes differ."""
         return self.shape_a != self.shape_b
 
     @property
     def dtype_mismatch(self) -> bool:
+        """Whether A's and B's dtypes differ (values are compared in float64 either way)."""
         return self.dtype_a != self.dtype_b
 
     @property
@@ -179,7 +250,26 @@ def _shape(shape) -> str:
 
 @dataclass
 class Comparison:
-    """The rows of a comparison of A (the port) with B (the golden), in B's forward order."""
+    """The verdict of `compare_fixtures`: A (the port) against B (the golden), tensor by tensor.
+
+    Attributes
+    ----------
+    rows : list of Row
+        One per tensor both files hold, in B's forward order, `input` first (sorted by name
+        when B records no order).
+    atol : float
+        The absolute tolerance.
+    rtol : float
+        The relative tolerance, relative to B.
+    only_in_a : list of str
+        The port's tensors the golden lacks (not compared).
+    only_in_b : list of str
+        The golden tensors the port lacks (not compared).
+    ordered : bool
+        Whether B records its forward order (metadata `names`).
+    golden : str
+        What B is called in messages (its path).
+    """
 
     rows: list[Row]  # in B's forward order, `input` first (sorted by name when B records no order)
     atol: float
@@ -191,12 +281,21 @@ class Comparison:
 
     @property
     def failures(self) -> list[Row]:
+        """The rows beyond tolerance, in B's order."""
         return [row for row in self.rows if not row.ok]
 
     @property
     def first_failure(self) -> Row | None:
-        """The first tensor beyond tolerance in the golden's forward order; None when there is none.
-        Refused (InputError) when some fail but the golden fixture records no order."""
+        """The first tensor beyond tolerance in the golden's forward order: where the port goes wrong.
+
+        None when every tensor is within tolerance.
+
+        Raises
+        ------
+        InputError
+            Some tensors fail but the golden fixture records no forward order (no `names`
+            metadata), so no first one can be named.
+        """
         failures = self.failures
         if failures and not self.ordered:
             raise InputError(f"{self.golden}: has no metadata 'names' (the forward order), so no first diverging "
@@ -206,6 +305,7 @@ class Comparison:
 
     @property
     def ok(self) -> bool:
+        """Whether at least one tensor was compared and every one is within tolerance."""
         return bool(self.rows) and not self.failures
 
 
@@ -222,9 +322,30 @@ def nonfinite_text(label: str, x: np.ndarray) -> str | None:
 
 
 def compare_arrays(name: str, a: np.ndarray, b: np.ndarray, atol: float, rtol: float) -> Row:
-    """Row for one tensor: max |a−b|, max |a−b| / max(|b|, tiny) and whether |a−b| ≤ atol + rtol·|b|
-    everywhere (np.allclose's test, with b the reference). A NaN or ±inf on either side fails the
-    row (the maxima are then over the positions where both are finite); so do unequal shapes."""
+    """Compare one tensor of the port with the golden one.
+
+    The test is np.allclose's with `b` the reference: |a − b| ≤ atol + rtol·|b| everywhere. A NaN
+    or ±inf on either side fails the row (the maxima are then over the positions where both are
+    finite); so do unequal shapes. Values are compared in float64.
+
+    Parameters
+    ----------
+    name : str
+        The tensor's name.
+    a : ndarray
+        The port's tensor.
+    b : ndarray
+        The golden tensor.
+    atol : float
+        Absolute tolerance.
+    rtol : float
+        Relative tolerance, relative to |b|.
+
+    Returns
+    -------
+    Row
+        max |a − b|, max |a − b| / max(|b|, tiny), and the verdict.
+    """
     dtypes = (np.dtype(a.dtype).name, np.dtype(b.dtype).name)
     if a.shape != b.shape:
         return Row(name, tuple(a.shape), tuple(b.shape), None, None, False, *dtypes)
@@ -259,10 +380,37 @@ def _names_text(names: list[str]) -> str:
 
 
 def compare_fixtures(a_path, b_path, atol: float = 1e-4, rtol: float = 1e-4) -> Comparison:
-    """Compare fixture A (the port's) with fixture B (the golden, e.g. npformer's), tensor by tensor,
-    matched by name, in B's forward order (`input` first); relative differences are relative to B.
-    Both must be trace fixtures (metadata format "npformer-trace"); they must share at least one
-    activation besides `input` (InputError otherwise). See the module docstring for the verdict's rules."""
+    """Compare a port's trace fixture with the golden one, tensor by tensor.
+
+    Tensors are matched by name and compared in B's forward order, `input` first; relative
+    differences are relative to B. A port's own fixture needs only its tensors under npformer's
+    names and the metadata `format="npformer-trace"`.
+
+    Parameters
+    ----------
+    a_path : str or os.PathLike
+        The port's fixture (A).
+    b_path : str or os.PathLike
+        The golden fixture (B), e.g. one `trace_to_fixture` or `npformer trace` wrote.
+    atol : float, default 1e-4
+        Absolute tolerance.
+    rtol : float, default 1e-4
+        Relative tolerance.
+
+    Returns
+    -------
+    Comparison
+        The rows, the tensors only one side has, and `first_failure`.
+
+    Raises
+    ------
+    ConfigError
+        A tolerance that is negative, NaN, infinite or not a number.
+    WeightFileError
+        A file that is missing, unreadable or not a trace fixture.
+    InputError
+        Two fixtures that share no activation besides `input`.
+    """
     check_tolerances(atol, rtol)
     tensors_a, order_a, _ = read_fixture(a_path)
     tensors_b, order_b, meta_b = read_fixture(b_path)

@@ -25,7 +25,96 @@ MAX_RESOLUTION = 1024  # the last-stage grid side npformer checks; published mod
 
 @dataclass
 class EfficientFormerConfig(ClassifierConfig):
-    """Architecture of an EfficientFormer (V1) model; field names and defaults as transformers 4.40.2."""
+    """The architecture of an EfficientFormer (V1) model: transformers 4.40.2's fields and defaults.
+
+    The defaults are L1's sizes with transformers' 2 labels; `EfficientFormerConfig.variant`
+    gives the published variants with 1000. Fields marked "stored" are kept for round-trips and
+    change nothing; training-only fields (dropout, drop path, initialisation) likewise.
+
+    Parameters
+    ----------
+    depths : list of int, default [3, 2, 6, 4]
+        Blocks per stage; the last stage's last `num_meta3d_blocks` are attention blocks.
+    hidden_sizes : list of int, default [48, 96, 224, 448]
+        Channels per stage.
+    downsamples : list of bool, default [True, True, True, True]
+        Whether a downsampling convolution leads into stages 1–3 (also when the widths differ).
+    dim : int, default 448
+        Width of the attention blocks; must equal `hidden_sizes[-1]`.
+    key_dim : int, default 32
+        Query and key channels per head.
+    attention_ratio : int, default 4
+        Value channels per head = `attention_ratio` · `key_dim`.
+    resolution : int, default 7
+        Side of the last stage's token grid, which the attention-bias table is built for
+        (7 at 224 px: inputs of 193–224 px).
+    num_attention_heads : int, default 8
+        Heads of each attention block.
+    mlp_expansion_ratio : int, default 4
+        Hidden width of the MLPs, in multiples of the block's width.
+    num_channels : int, default 3
+        Input channels.
+    pool_size : int, default 3
+        Window of the pooling token mixer (odd; None means 3, as in transformers).
+    downsample_patch_size : int, default 3
+        Kernel of the downsampling convolutions.
+    downsample_stride : int, default 2
+        Stride of the downsampling convolutions.
+    downsample_pad : int, default 1
+        Padding of the downsampling convolutions.
+    num_meta3d_blocks : int, default 1
+        Attention (Meta3D) blocks at the end of the last stage, 1 … `depths[-1]`.
+    use_layer_scale : bool, default True
+        Whether the blocks scale their branches by learned per-channel factors.
+    hidden_act : str, default "gelu"
+        The MLPs' activation: "gelu", "relu", "gelu_new" or "gelu_pytorch_tanh".
+    layer_norm_eps : float, default 1e-12
+        transformers' LayerNorm eps; the original code and timm use 1e-5, which npformer sets
+        for their checkpoints.
+    batch_norm_eps : float, default 1e-5
+        The BatchNorms' eps.
+    hidden_size : int, optional
+        Width of the heads of `...WithTeacher`; must equal `hidden_sizes[-1]` when given.
+    attention_bias_resize : str, optional
+        npformer's own field: None runs the built grid only; "pairwise" resizes the bias to
+        each input's grid (see `npformer.load`).
+    num_hidden_layers : int, default 5
+        Stored, unused (as in transformers).
+    patch_size : int, default 16
+        Stored, unused.
+    distillation : bool, default True
+        Stored, unused: the class decides the heads.
+    image_size : int, default 224
+        Stored, unused: `resolution` fixes the input sizes.
+    hidden_dropout_prob : float, default 0.0
+        Training only.
+    drop_path_rate : float, default 0.0
+        Training only.
+    layer_scale_init_value : float, default 1e-5
+        Initialisation only.
+    initializer_range : float, default 0.02
+        Initialisation only.
+    num_labels : int, default 2
+        Classes (see `ClassifierConfig`).
+    id2label : dict of int to str, optional
+        Class names by index.
+    problem_type : str, optional
+        The loss `labels` get (see `ClassifierConfig`).
+    extra : dict, optional
+        Other config.json fields, kept for round-trips.
+
+    Raises
+    ------
+    ConfigError
+        A field of the wrong type, or a combination npformer (or transformers) cannot run,
+        named with the reason.
+
+    Examples
+    --------
+    >>> cfg = EfficientFormerConfig.variant("l3")
+    >>> cfg.hidden_sizes, cfg.depths, cfg.num_meta3d_blocks
+    ([64, 128, 320, 512], [4, 4, 12, 6], 4)
+    """
 
     model_type: ClassVar[str] = "efficientformer"
     list_fields: ClassVar[dict] = {"depths": "int", "hidden_sizes": "positive", "downsamples": "bool"}
@@ -68,7 +157,25 @@ class EfficientFormerConfig(ClassifierConfig):
 
     @classmethod
     def variant(cls, name: str, **overrides) -> "EfficientFormerConfig":
-        """A named published variant: "l1", "l3" or "l7" (transformers' layer-norm eps 1e-12)."""
+        """The config of a published variant, with 1000 labels and transformers' LayerNorm eps 1e-12.
+
+        Parameters
+        ----------
+        name : str
+            "l1", "l3" or "l7" (also "efficientformer-l1", any case).
+        **overrides
+            Fields to set besides the variant's (e.g. `num_labels=10`).
+
+        Returns
+        -------
+        EfficientFormerConfig
+            The variant's config.
+
+        Raises
+        ------
+        ConfigError
+            An unknown variant name, or overrides the config refuses.
+        """
         key = name.lower().removeprefix("efficientformer-").removeprefix("efficientformer_")
         if key not in VARIANTS:
             raise ConfigError(f"unknown EfficientFormer variant {name!r}; known: {', '.join(VARIANTS)}")

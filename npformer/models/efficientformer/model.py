@@ -188,18 +188,82 @@ class EfficientFormerPreTrainedModel(PreTrainedModel):
 
 
 class EfficientFormerModel(EfficientFormerPreTrainedModel):
-    """The backbone: `last_hidden_state` [B, N, C] (after the final LayerNorm), `hidden_states`, `attentions`."""
+    """EfficientFormer's backbone: the tokens after the final LayerNorm, no head.
+
+    `model(pixel_values)` returns a `BaseModelOutput` (see `__call__` below).
+    """
 
     def _forward(self, pixel_values, output_hidden_states=False, output_attentions=False, trace=None):
+        """`model(pixel_values, output_hidden_states=False, output_attentions=False, trace=None)`: the forward.
+
+        Parameters
+        ----------
+        pixel_values : array_like of shape [B, 3, H, W]
+            Normalised pixel values (float16/32/64; copied into the model's dtype).
+        output_hidden_states : bool, default False
+            Also return transformers' 8 `hidden_states`: the stem, each downsample's output
+            and each stage's output; the last is [B, N, C] tokens, the others [B, C, H, W].
+        output_attentions : bool, default False
+            Also return the attention probabilities of each Meta3D block, [B, h, N, N] each.
+        trace : callable, optional
+            A `npformer.Trace` (or any `trace(name, x) -> x`) that records the activations it
+            is called with, under their weight prefixes (`stem`, `stages.0.blocks.1.mlp`, ...).
+
+        Returns
+        -------
+        BaseModelOutput
+            `last_hidden_state` [B, N, C]: the last stage's N = H/32 · W/32 tokens after the final
+            LayerNorm; `hidden_states` and `attentions` when asked for, else None.
+
+        Raises
+        ------
+        InputError
+            Pixel values the model cannot take (see `PreTrainedModel.__call__`), or an input
+            side outside the range the attention grid takes (193–224 px for a model built for 224).
+        """
         return self._features(pixel_values, output_hidden_states, output_attentions, no_trace if trace is None else trace)
 
 
 class EfficientFormerForImageClassification(EfficientFormerPreTrainedModel):
-    """Backbone + the class-token head only (`head`), as transformers: no distillation head, no average."""
+    """EfficientFormer with the class head only (`head`), as transformers: no distillation head.
+
+    `model(pixel_values)` returns an `ImageClassifierOutput` (see `__call__` below).
+    """
 
     num_heads = 1
 
     def _forward(self, pixel_values, labels=None, output_hidden_states=False, output_attentions=False, trace=None):
+        """`model(pixel_values, labels=None, output_hidden_states=False, output_attentions=False, trace=None)`: the forward.
+
+        Parameters
+        ----------
+        pixel_values : array_like of shape [B, 3, H, W]
+            Normalised pixel values (float16/32/64; copied into the model's dtype).
+        labels : array_like, optional
+            Targets for a loss, computed as transformers decides from `config.problem_type`
+            and the labels: [B] class indices (cross-entropy; -100 is ignored), [B, K] floats
+            (binary cross-entropy), or [B] / [B, 1] values for one label (mean squared error).
+        output_hidden_states : bool, default False
+            Also return transformers' 8 `hidden_states`: the stem, each downsample's output
+            and each stage's output.
+        output_attentions : bool, default False
+            Also return the attention probabilities of each attention block.
+        trace : callable, optional
+            A `npformer.Trace` (or any `trace(name, x) -> x`) that records the activations it
+            is called with, under their weight prefixes (`stem`, `stages.0.blocks.1.mlp`, ...).
+
+        Returns
+        -------
+        ImageClassifierOutput
+            `logits` [B, num_labels] (the pooled features [B, C] when `num_labels` is 0),
+            `loss` when `labels` are given, `hidden_states` and `attentions` when asked for.
+
+        Raises
+        ------
+        InputError
+            Pixel values the model cannot take (see `PreTrainedModel.__call__`), or an input
+            side outside the range the attention grid takes (193–224 px for a model built for 224).
+        """
         trace = no_trace if trace is None else trace
         out = self._features(pixel_values, output_hidden_states, output_attentions, trace)
         pooled = trace("pooled", out.last_hidden_state.mean(axis=-2))  # [B, C]
@@ -209,11 +273,42 @@ class EfficientFormerForImageClassification(EfficientFormerPreTrainedModel):
 
 
 class EfficientFormerForImageClassificationWithTeacher(EfficientFormerPreTrainedModel):
-    """Backbone + class head and distillation head; `logits` is their mean (inference only)."""
+    """EfficientFormer with its class and distillation heads; `logits` is their mean.
+
+    `model(pixel_values)` returns an `EfficientFormerForImageClassificationWithTeacherOutput`
+    (see `__call__` below). The published checkpoints hold both heads.
+    """
 
     num_heads = 2
 
     def _forward(self, pixel_values, output_hidden_states=False, output_attentions=False, trace=None):
+        """`model(pixel_values, output_hidden_states=False, output_attentions=False, trace=None)`: the forward.
+
+        Parameters
+        ----------
+        pixel_values : array_like of shape [B, 3, H, W]
+            Normalised pixel values (float16/32/64; copied into the model's dtype).
+        output_hidden_states : bool, default False
+            Also return transformers' 8 `hidden_states`: the stem, each downsample's output
+            and each stage's output.
+        output_attentions : bool, default False
+            Also return the attention probabilities of each attention block.
+        trace : callable, optional
+            A `npformer.Trace` (or any `trace(name, x) -> x`) that records the activations it
+            is called with, under their weight prefixes (`stem`, `stages.0.blocks.1.mlp`, ...).
+
+        Returns
+        -------
+        EfficientFormerForImageClassificationWithTeacherOutput
+            `logits` [B, num_labels] = (`cls_logits` + `distillation_logits`) / 2, both heads'
+            logits, `hidden_states` and `attentions` when asked for.
+
+        Raises
+        ------
+        InputError
+            Pixel values the model cannot take (see `PreTrainedModel.__call__`), or an input
+            side outside the range the attention grid takes (193–224 px for a model built for 224).
+        """
         trace = no_trace if trace is None else trace
         out = self._features(pixel_values, output_hidden_states, output_attentions, trace)
         pooled = trace("pooled", out.last_hidden_state.mean(axis=-2))  # [B, C]

@@ -38,9 +38,70 @@ def halve(side: int) -> int:
 
 @dataclass
 class EfficientFormerV2Config(ClassifierConfig):
-    """Architecture of an EfficientFormerV2 model. timm's arguments under these names: widths =
-    embed_dims, mlp_ratios, num_vit, image_size = img_size, num_channels = in_chans, num_labels =
-    num_classes, batch_norm_eps = norm_eps, distillation, drop_path_rate, layer_scale_init_value."""
+    """The architecture of an EfficientFormerV2 model: timm's `EfficientFormerV2` arguments.
+
+    There is no transformers port. timm's names: `widths` = embed_dims, `image_size` = img_size,
+    `num_channels` = in_chans, `num_labels` = num_classes, `batch_norm_eps` = norm_eps. The
+    defaults are S0's, with 1000 labels.
+
+    Parameters
+    ----------
+    num_labels : int, default 1000
+        Classes (timm's num_classes).
+    widths : list of int, default [32, 48, 96, 176]
+        Channels per stage.
+    depths : list of int, default [2, 2, 6, 4]
+        Blocks per stage.
+    mlp_ratios : list of list of float, default S0's
+        Each block's MLP expansion ratio, one list per stage.
+    num_vit : int, default 2
+        Attention (AttnFFN) blocks closing stage 2 and closing stage 3, each.
+    key_dim : int, default 32
+        The blocks' attention: query and key channels per head.
+    num_heads : int, default 8
+        Heads of both attentions.
+    attn_ratio : int, default 4
+        Value channels per head = `attn_ratio` · key channels, in both attentions.
+    downsample_key_dim : int, default 16
+        Stage 3's downsampling attention: query and key channels per head.
+    image_size : int or list of int, default 224
+        The input side (or [H, W]) the model is built for: it sizes the bias tables. Inputs
+        must give the same stage-2 grid (209–224 px per side at 224), and the stage-2 grid
+        (⌈side / 16⌉) must be even.
+    num_channels : int, default 3
+        Input channels.
+    hidden_act : str, default "gelu"
+        The only activation EfficientFormerV2 has.
+    batch_norm_eps : float, default 1e-5
+        The only value any reference defines.
+    distillation : bool, default True
+        Whether the model has the distillation head `head_dist`.
+    attention_bias_resize : str, optional
+        npformer's own field: None runs the built grid only; "pairwise" resizes the biases to
+        each input's grid (see `npformer.load`).
+    drop_path_rate : float, default 0.0
+        Training only.
+    layer_scale_init_value : float, default 1e-5
+        Initialisation only.
+    id2label : dict of int to str, optional
+        Class names by index.
+    problem_type : str, optional
+        The loss `labels` get (see `ClassifierConfig`).
+    extra : dict, optional
+        Other config.json fields, kept for round-trips.
+
+    Raises
+    ------
+    ConfigError
+        A field of the wrong type or a value npformer (or timm) cannot run, named with the
+        reason.
+
+    Examples
+    --------
+    >>> cfg = EfficientFormerV2Config.variant("s1")
+    >>> cfg.widths, cfg.depths, cfg.num_vit
+    ([32, 48, 120, 224], [3, 3, 9, 6], 2)
+    """
 
     model_type: ClassVar[str] = "efficientformerv2"
     list_fields: ClassVar[dict] = {"widths": "positive", "depths": "positive"}
@@ -70,7 +131,25 @@ class EfficientFormerV2Config(ClassifierConfig):
 
     @classmethod
     def variant(cls, name: str, **overrides) -> "EfficientFormerV2Config":
-        """A named published variant: "s0", "s1", "s2" or "l" (1000 classes, built for 224×224)."""
+        """The config of a published variant, with 1000 labels, built for 224×224.
+
+        Parameters
+        ----------
+        name : str
+            "s0", "s1", "s2" or "l" (also "efficientformerv2-s0", any case).
+        **overrides
+            Fields to set besides the variant's (e.g. `image_size=256`).
+
+        Returns
+        -------
+        EfficientFormerV2Config
+            The variant's config.
+
+        Raises
+        ------
+        ConfigError
+            An unknown variant name, or overrides the config refuses.
+        """
         key = name.lower().removeprefix("efficientformerv2-").removeprefix("efficientformerv2_")
         if key not in VARIANTS:
             raise ConfigError(f"unknown EfficientFormerV2 variant {name!r}; known: {', '.join(VARIANTS)}")

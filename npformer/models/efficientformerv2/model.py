@@ -247,19 +247,82 @@ class EfficientFormerV2PreTrainedModel(PreTrainedModel):
 
 
 class EfficientFormerV2Model(EfficientFormerV2PreTrainedModel):
-    """The backbone: `last_hidden_state` [B, C, H, W] (after the final BatchNorm), `hidden_states`
-    (the four stages' outputs, as timm's forward_intermediates), `attentions` (each AttnFFN block's)."""
+    """EfficientFormerV2's backbone: the last stage's map after the final BatchNorm, no head.
+
+    `model(pixel_values)` returns a `BaseModelOutput` (see `__call__` below).
+    """
 
     def _forward(self, pixel_values, output_hidden_states=False, output_attentions=False, trace=None):
+        """`model(pixel_values, output_hidden_states=False, output_attentions=False, trace=None)`: the forward.
+
+        Parameters
+        ----------
+        pixel_values : array_like of shape [B, 3, H, W]
+            Normalised pixel values (float16/32/64; copied into the model's dtype).
+        output_hidden_states : bool, default False
+            Also return the four stages' outputs, each [B, C_i, H_i, W_i] (as timm's
+            `forward_intermediates`).
+        output_attentions : bool, default False
+            Also return the attention probabilities of each AttnFFN block, [B, h, N, N].
+        trace : callable, optional
+            A `npformer.Trace` (or any `trace(name, x) -> x`) that records the activations it
+            is called with, under their weight prefixes (`stem`, `stages.0.blocks.1.mlp`, ...).
+
+        Returns
+        -------
+        BaseModelOutput
+            `last_hidden_state` [B, C, H/32, W/32] after the final BatchNorm; `hidden_states` and
+            `attentions` when asked for.
+
+        Raises
+        ------
+        InputError
+            Pixel values the model cannot take (see `PreTrainedModel.__call__`), or an input
+            whose stage-2 grid is not the one the model is built for (209–224 px per side at 224).
+        """
         return self._features(pixel_values, output_hidden_states, output_attentions, no_trace if trace is None else trace)
 
 
 class EfficientFormerV2ForImageClassification(EfficientFormerV2PreTrainedModel):
-    """Backbone + the class head only (`head`): no distillation head, no average."""
+    """EfficientFormerV2 with the class head only (`head`): no distillation head.
+
+    `model(pixel_values)` returns an `ImageClassifierOutput` (see `__call__` below).
+    """
 
     num_heads = 1
 
     def _forward(self, pixel_values, labels=None, output_hidden_states=False, output_attentions=False, trace=None):
+        """`model(pixel_values, labels=None, output_hidden_states=False, output_attentions=False, trace=None)`: the forward.
+
+        Parameters
+        ----------
+        pixel_values : array_like of shape [B, 3, H, W]
+            Normalised pixel values (float16/32/64; copied into the model's dtype).
+        labels : array_like, optional
+            Targets for a loss, computed as transformers decides from `config.problem_type`
+            and the labels: [B] class indices (cross-entropy; -100 is ignored), [B, K] floats
+            (binary cross-entropy), or [B] / [B, 1] values for one label (mean squared error).
+        output_hidden_states : bool, default False
+            Also return the four stages' outputs, each [B, C_i, H_i, W_i] (as timm's
+            `forward_intermediates`).
+        output_attentions : bool, default False
+            Also return the attention probabilities of each AttnFFN block, [B, h, N, N].
+        trace : callable, optional
+            A `npformer.Trace` (or any `trace(name, x) -> x`) that records the activations it
+            is called with, under their weight prefixes (`stem`, `stages.0.blocks.1.mlp`, ...).
+
+        Returns
+        -------
+        ImageClassifierOutput
+            `logits` [B, num_labels] (the pooled features [B, C] when `num_labels` is 0), `loss`
+            when `labels` are given, `hidden_states` and `attentions` when asked for.
+
+        Raises
+        ------
+        InputError
+            Pixel values the model cannot take (see `PreTrainedModel.__call__`), or an input
+            whose stage-2 grid is not the one the model is built for (209–224 px per side at 224).
+        """
         trace = no_trace if trace is None else trace
         out = self._features(pixel_values, output_hidden_states, output_attentions, trace)
         pooled = trace("pooled", out.last_hidden_state.mean(axis=(2, 3)))  # [B, C]
@@ -269,7 +332,12 @@ class EfficientFormerV2ForImageClassification(EfficientFormerV2PreTrainedModel):
 
 
 class EfficientFormerV2ForImageClassificationWithTeacher(EfficientFormerV2PreTrainedModel):
-    """Backbone + class head and distillation head; `logits` is their mean (timm's eval mode)."""
+    """EfficientFormerV2 with its class and distillation heads; `logits` is their mean (timm's eval).
+
+    `model(pixel_values)` returns an `EfficientFormerForImageClassificationWithTeacherOutput`
+    (see `__call__` below). Building one from a config with `distillation=False` is a
+    `ConfigError`.
+    """
 
     num_heads = 2
 
@@ -280,6 +348,33 @@ class EfficientFormerV2ForImageClassificationWithTeacher(EfficientFormerV2PreTra
         super().__init__(config, weights, dtype)
 
     def _forward(self, pixel_values, output_hidden_states=False, output_attentions=False, trace=None):
+        """`model(pixel_values, output_hidden_states=False, output_attentions=False, trace=None)`: the forward.
+
+        Parameters
+        ----------
+        pixel_values : array_like of shape [B, 3, H, W]
+            Normalised pixel values (float16/32/64; copied into the model's dtype).
+        output_hidden_states : bool, default False
+            Also return the four stages' outputs, each [B, C_i, H_i, W_i] (as timm's
+            `forward_intermediates`).
+        output_attentions : bool, default False
+            Also return the attention probabilities of each AttnFFN block, [B, h, N, N].
+        trace : callable, optional
+            A `npformer.Trace` (or any `trace(name, x) -> x`) that records the activations it
+            is called with, under their weight prefixes (`stem`, `stages.0.blocks.1.mlp`, ...).
+
+        Returns
+        -------
+        EfficientFormerForImageClassificationWithTeacherOutput
+            `logits` [B, num_labels] = (`cls_logits` + `distillation_logits`) / 2, both heads'
+            logits, `hidden_states` and `attentions` when asked for.
+
+        Raises
+        ------
+        InputError
+            Pixel values the model cannot take (see `PreTrainedModel.__call__`), or an input
+            whose stage-2 grid is not the one the model is built for (209–224 px per side at 224).
+        """
         trace = no_trace if trace is None else trace
         out = self._features(pixel_values, output_hidden_states, output_attentions, trace)
         pooled = trace("pooled", out.last_hidden_state.mean(axis=(2, 3)))  # [B, C]

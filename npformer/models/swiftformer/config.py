@@ -30,8 +30,70 @@ ATTENTION_GENERATIONS = {
 
 @dataclass
 class SwiftFormerConfig(ClassifierConfig):
-    """Architecture of a SwiftFormer model; field names and defaults as transformers 4.40.2, plus
-    `attention_generation` ("v1" or "v2"), which transformers does not have (it is always v1)."""
+    """The architecture of a SwiftFormer model: transformers 4.40.2's fields and defaults, plus its attention generation.
+
+    The defaults are XS's sizes with transformers' 2 labels; `SwiftFormerConfig.variant` gives the
+    published variants with 1000. SwiftFormer takes any input size.
+
+    Parameters
+    ----------
+    num_channels : int, default 3
+        Input channels.
+    depths : list of int, default [3, 3, 6, 4]
+        Blocks per stage; each stage ends with one encoder (additive attention) block.
+    embed_dims : list of int, default [48, 56, 112, 220]
+        Channels per stage.
+    mlp_ratio : int, default 4
+        Hidden width of the MLPs, in multiples of the block's width.
+    downsamples : list of bool, default [True, True, True, True]
+        Whether a downsampling convolution leads into stages 1–3 (also when the widths differ).
+    hidden_act : str, default "gelu"
+        The MLPs' activation ("gelu", "relu", "gelu_new", "gelu_pytorch_tanh"); the
+        ConvEncoders always use GELU, as in transformers.
+    down_patch_size : int, default 3
+        Kernel of the downsampling convolutions.
+    down_stride : int, default 2
+        Stride of the downsampling convolutions.
+    down_pad : int, default 1
+        Padding of the downsampling convolutions.
+    use_layer_scale : bool, default True
+        Whether the encoder blocks scale their branches by learned per-channel factors.
+    batch_norm_eps : float, default 1e-5
+        The BatchNorms' eps.
+    attention_generation : {"v1", "v2"}, default "v1"
+        npformer's own field: which additive attention the weights were trained with. "v1"
+        (transformers, the first original release) takes a softmax over a size-1 axis, so every
+        weight is 1; "v2" (timm, the original repository from 2023-07-26) L2-normalises over the
+        tokens. The two need different weights.
+    drop_path_rate : float, default 0.0
+        Training only.
+    layer_scale_init_value : float, default 1e-5
+        Initialisation only.
+    image_size : int, optional
+        Written by transformers 4.41 and later; stored, unused.
+    drop_mlp_rate : float, optional
+        Written by transformers 4.41 and later; training only.
+    drop_conv_encoder_rate : float, optional
+        Written by transformers 4.41 and later; training only.
+    num_labels : int, default 2
+        Classes (see `ClassifierConfig`).
+    id2label : dict of int to str, optional
+        Class names by index.
+    problem_type : str, optional
+        The loss `labels` get (see `ClassifierConfig`).
+    extra : dict, optional
+        Other config.json fields, kept for round-trips.
+
+    Raises
+    ------
+    ConfigError
+        A field of the wrong type or a value npformer cannot run, named with the reason.
+
+    Examples
+    --------
+    >>> SwiftFormerConfig.variant("xs", attention_generation="v2").embed_dims
+    [48, 56, 112, 220]
+    """
 
     model_type: ClassVar[str] = "swiftformer"
     list_fields: ClassVar[dict] = {"depths": "int", "embed_dims": "positive", "downsamples": "bool"}
@@ -62,7 +124,27 @@ class SwiftFormerConfig(ClassifierConfig):
 
     @classmethod
     def variant(cls, name: str, attention_generation: str = "v1", **overrides) -> "SwiftFormerConfig":
-        """A named variant: "xs", "s", "l1" or "l3"; 1000 classes."""
+        """The config of a published variant, with 1000 labels.
+
+        Parameters
+        ----------
+        name : str
+            "xs", "s", "l1" or "l3" (also "swiftformer-xs", any case).
+        attention_generation : {"v1", "v2"}, default "v1"
+            Which attention the weights need: "v1" for transformers' checkpoints, "v2" for timm's.
+        **overrides
+            Fields to set besides the variant's.
+
+        Returns
+        -------
+        SwiftFormerConfig
+            The variant's config.
+
+        Raises
+        ------
+        ConfigError
+            An unknown variant name, or overrides the config refuses.
+        """
         key = name.lower().removeprefix("swiftformer-").removeprefix("swiftformer_")
         if key not in VARIANTS:
             raise ConfigError(f"unknown SwiftFormer variant {name!r}; known: {', '.join(VARIANTS)}")

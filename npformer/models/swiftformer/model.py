@@ -148,9 +148,37 @@ class SwiftFormerPreTrainedModel(PreTrainedModel):
 
 
 class SwiftFormerModel(SwiftFormerPreTrainedModel):
-    """The backbone: `last_hidden_state` [B, C, H/32, W/32] (stage 3, no norm) and 8 `hidden_states`."""
+    """SwiftFormer's backbone: the last stage's feature map, no norm, no head.
+
+    `model(pixel_values)` returns a `BaseModelOutputWithNoAttention` (see `__call__` below).
+    Any input size.
+    """
 
     def _forward(self, pixel_values, output_hidden_states=False, trace=None):
+        """`model(pixel_values, output_hidden_states=False, trace=None)`: the forward.
+
+        Parameters
+        ----------
+        pixel_values : array_like of shape [B, 3, H, W]
+            Normalised pixel values (float16/32/64; copied into the model's dtype).
+        output_hidden_states : bool, default False
+            Also return transformers' 8 `hidden_states`: the stem, each downsample's output
+            and each stage's output, each [B, C, H, W].
+        trace : callable, optional
+            A `npformer.Trace` (or any `trace(name, x) -> x`) that records the activations it
+            is called with, under their weight prefixes (`stem`, `stages.0.blocks.1.mlp`, ...).
+
+        Returns
+        -------
+        BaseModelOutputWithNoAttention
+            `last_hidden_state` [B, C, H/32, W/32]: stage 3's output (transformers' backbone has
+            no final norm); `hidden_states` when asked for.
+
+        Raises
+        ------
+        InputError
+            Pixel values the model cannot take (see `PreTrainedModel.__call__`).
+        """
         trace = no_trace if trace is None else trace
         x = as_pixel_values(pixel_values, self.config.num_channels, self.dtype)
         with np.errstate(over="ignore", invalid="ignore"):  # an overflow is reported below, once, by name
@@ -160,11 +188,43 @@ class SwiftFormerModel(SwiftFormerPreTrainedModel):
 
 
 class SwiftFormerForImageClassification(SwiftFormerPreTrainedModel):
-    """Backbone → BatchNorm → mean over positions → head and head_dist, always averaged (as transformers)."""
+    """SwiftFormer classifier: backbone, BatchNorm, mean over positions, `head` and `head_dist` averaged.
+
+    Both heads are always averaged, as in transformers and timm. `model(pixel_values)` returns an
+    `ImageClassifierOutputWithNoAttention` (see `__call__` below). Any input size.
+    """
 
     num_heads = 2
 
     def _forward(self, pixel_values, labels=None, output_hidden_states=False, trace=None):
+        """`model(pixel_values, labels=None, output_hidden_states=False, trace=None)`: the forward.
+
+        Parameters
+        ----------
+        pixel_values : array_like of shape [B, 3, H, W]
+            Normalised pixel values (float16/32/64; copied into the model's dtype).
+        labels : array_like, optional
+            Targets for a loss, computed as transformers decides from `config.problem_type`
+            and the labels: [B] class indices (cross-entropy; -100 is ignored), [B, K] floats
+            (binary cross-entropy), or [B] / [B, 1] values for one label (mean squared error).
+        output_hidden_states : bool, default False
+            Also return transformers' 8 `hidden_states`: the stem, each downsample's output
+            and each stage's output.
+        trace : callable, optional
+            A `npformer.Trace` (or any `trace(name, x) -> x`) that records the activations it
+            is called with, under their weight prefixes (`stem`, `stages.0.blocks.1.mlp`, ...).
+
+        Returns
+        -------
+        ImageClassifierOutputWithNoAttention
+            `logits` [B, num_labels] = (head + head_dist) / 2 (the pooled features [B, C] when
+            `num_labels` is 0), `loss` when `labels` are given, `hidden_states` when asked for.
+
+        Raises
+        ------
+        InputError
+            Pixel values the model cannot take (see `PreTrainedModel.__call__`).
+        """
         trace = no_trace if trace is None else trace
         x = as_pixel_values(pixel_values, self.config.num_channels, self.dtype)
         with np.errstate(over="ignore", invalid="ignore"):  # an overflow is reported below, once, by name

@@ -55,8 +55,36 @@ def _channels(value, in_chans: int, what: str) -> tuple:
 
 
 def resolve_data_config(args=None, pretrained_cfg=None, model=None, use_test_size=False, verbose=False) -> dict:
-    """timm's `resolve_data_config`: input_size, interpolation, mean, std, crop_pct, crop_mode from
-    `args` (overrides), else `pretrained_cfg`, else `model.pretrained_cfg`, else timm's defaults."""
+    """timm's `resolve_data_config`: the data config an eval transform is made from.
+
+    Each of input_size, interpolation, mean, std, crop_pct, crop_mode comes from `args`, else
+    `pretrained_cfg`, else `model.pretrained_cfg`, else timm's defaults.
+
+    Parameters
+    ----------
+    args : dict, optional
+        Overrides (`input_size`, `img_size`, `in_chans`, `interpolation`, `mean`, `std`,
+        `crop_pct`, `crop_mode`).
+    pretrained_cfg : dict, optional
+        A model's `pretrained_cfg`.
+    model : TimmModel, optional
+        A model whose `pretrained_cfg` is read when `pretrained_cfg` is not given.
+    use_test_size : bool, default False
+        Use the config's `test_input_size` and `test_crop_pct` where it has them.
+    verbose : bool, default False
+        Log the config (logging, level INFO).
+
+    Returns
+    -------
+    dict
+        `input_size`, `interpolation`, `mean`, `std`, `crop_pct`, `crop_mode`.
+
+    Raises
+    ------
+    ConfigError
+        None of `args`, `pretrained_cfg` and `model`, or a malformed `input_size`, `mean` or
+        `std`.
+    """
     if not (model or args or pretrained_cfg):
         raise ConfigError("resolve_data_config needs at least one of args, pretrained_cfg or model")
     args = args or {}
@@ -96,7 +124,26 @@ def resolve_data_config(args=None, pretrained_cfg=None, model=None, use_test_siz
 
 
 def resolve_model_data_config(model, args=None, pretrained_cfg=None, use_test_size=False, verbose=False) -> dict:
-    """timm's `resolve_model_data_config`: `resolve_data_config` with the model first."""
+    """timm's `resolve_model_data_config`: `resolve_data_config` with the model first.
+
+    Parameters
+    ----------
+    model : TimmModel
+        The model whose `pretrained_cfg` is read.
+    args : dict, optional
+        Overrides.
+    pretrained_cfg : dict, optional
+        Read instead of the model's.
+    use_test_size : bool, default False
+        Use the test size where the config has one.
+    verbose : bool, default False
+        Log the config.
+
+    Returns
+    -------
+    dict
+        The data config (see `resolve_data_config`).
+    """
     return resolve_data_config(args=args, pretrained_cfg=pretrained_cfg, model=model, use_test_size=use_test_size,
                                verbose=verbose)
 
@@ -122,9 +169,11 @@ def eval_transform(input_size=224, interpolation="bilinear", mean=IMAGENET_DEFAU
 
 
 class EvalTransform:
-    """What timm's eval `create_transform` returns: `transform(image)` -> float32 [3, H, W] (add the
-    batch axis with `[None]` where timm code calls `.unsqueeze(0)`). `.processor` is the same
-    pipeline as an image processor over a batch ({"pixel_values": [N, 3, H, W]})."""
+    """What timm's eval `create_transform` returns: `transform(image)` gives float32 [3, H, W].
+
+    Add the batch axis with `[None]` where timm code calls `.unsqueeze(0)`. `.processor` is the
+    same pipeline as an image processor over a batch (`{"pixel_values": [N, 3, H, W]}`).
+    """
 
     def __init__(self, processor: TorchvisionEvalTransform):
         self.processor = processor
@@ -141,9 +190,43 @@ class EvalTransform:
 
 def create_transform(input_size=224, is_training=False, interpolation="bilinear", mean=IMAGENET_DEFAULT_MEAN,
                      std=IMAGENET_DEFAULT_STD, crop_pct=None, crop_mode=None, **options) -> EvalTransform:
-    """timm's `create_transform(**data_config)` for evaluation: `EvalTransform`, equal to timm's
-    eval transform. `is_training=True` and the options npformer does not implement are refused;
-    training-only options are ignored, as timm's eval transform ignores them."""
+    """timm's `create_transform(**data_config)` for evaluation, equal to timm's eval transform.
+
+    Shortest side to floor(size / crop_pct), center crop (torchvision's rounding), ToTensor,
+    Normalize. Training-only options are ignored, as timm's eval transform ignores them.
+
+    Parameters
+    ----------
+    input_size : int or tuple of int, default 224
+        A side, or (channels, height, width); square.
+    is_training : bool, default False
+        Must be False: npformer has no training augmentations.
+    interpolation : str, default "bilinear"
+        "bicubic", "bilinear", "nearest", "lanczos", "box" or "hamming".
+    mean : sequence of float, default ImageNet's
+        Normalize's mean.
+    std : sequence of float, default ImageNet's
+        Normalize's std.
+    crop_pct : float, optional
+        The crop's share of the resized side (default 0.875, timm's).
+    crop_mode : str, optional
+        Only "center" (the default).
+    **options
+        timm's other arguments: training-only ones are ignored; those npformer does not
+        implement (`tf_preprocessing`, `use_prefetcher`, ...) are refused unless at their
+        defaults.
+
+    Returns
+    -------
+    EvalTransform
+        `transform(image)` -> float32 [3, H, W].
+
+    Raises
+    ------
+    ConfigError
+        `is_training=True`, a crop mode other than "center", a non-square size, an unknown
+        interpolation or argument.
+    """
     if is_training:
         raise ConfigError("create_transform(is_training=True): npformer is inference only and has no training "
                           "augmentations; use is_training=False (the eval transform)")
