@@ -13,6 +13,7 @@ from npformer.models.efficientformerv2 import model as v2
 from npformer.models.efficientformerv2.schema import attention_blocks, attention_grid
 from npformer.tools import explain
 from npformer.trace import no_trace
+from tiers import heavy
 
 SMALL = dict(widths=[16, 24, 32, 48], depths=[1, 1, 2, 2], num_vit=1, mlp_ratios=[[4], [4], [4, 3], [3, 4]],
              num_labels=10, image_size=128)
@@ -55,7 +56,7 @@ def test_module_input_is_what_the_block_reads(case):
     np.testing.assert_allclose(block_out, trace[block], rtol=0, atol=1e-12)
 
 
-@pytest.mark.parametrize("fuse", [False, True], ids=["unfused", "fused"])
+@pytest.mark.parametrize("fuse", [False, pytest.param(True, marks=heavy)], ids=["unfused", "fused"])  # fused: heavy
 def test_attention4d_steps_equal_the_model(case, fuse):
     model, x = case
     model = model.fuse() if fuse else model
@@ -148,7 +149,7 @@ def test_query_positions():
     assert explain.query_positions(5, 3).tolist() == [[0, 0], [0, 2], [2, 0], [2, 2], [4, 0], [4, 2]]
 
 
-@pytest.mark.parametrize("fuse", [False, True], ids=["unfused", "fused"])
+@pytest.mark.parametrize("fuse", [False, pytest.param(True, marks=heavy)], ids=["unfused", "fused"])  # fused: heavy
 def test_local_global_query_steps_equal_the_model(case, fuse):
     model, x = case
     model = model.fuse() if fuse else model

@@ -3,7 +3,8 @@
 The default tier is representative: every layer, every family at one variant (the smallest, below), the
 hardening, CLI and docs tests. The heavy tier adds what repeats a default-tier check at more cost: the larger
 variants' golden cases, float64 without BatchNorm folding (tests/conftest.py marks every case parametrized
-with dtype=float64 and fuse=False), the notebooks and whole-dataset runs. CI runs both.
+with dtype=float64 and fuse=False), the notebooks, whole-dataset runs and a few cases that repeat a default
+one on another path (marked where they are parametrized). CI runs both.
 """
 
 import pytest
