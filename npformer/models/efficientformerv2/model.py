@@ -294,22 +294,14 @@ class EfficientFormerV2ForImageClassification(EfficientFormerV2PreTrainedModel):
     def _forward(self, pixel_values, labels=None, output_hidden_states=False, output_attentions=False, trace=None):
         """`model(pixel_values, labels=None, output_hidden_states=False, output_attentions=False, trace=None)`: the forward.
 
+        The arguments are `EfficientFormerV2Model.__call__`'s, plus `labels`:
+
         Parameters
         ----------
-        pixel_values : array_like of shape [B, 3, H, W]
-            Normalised pixel values (float16/32/64; copied into the model's dtype).
         labels : array_like, optional
             Targets for a loss, computed as transformers decides from `config.problem_type`
             and the labels: [B] class indices (cross-entropy; -100 is ignored), [B, K] floats
             (binary cross-entropy), or [B] / [B, 1] values for one label (mean squared error).
-        output_hidden_states : bool, default False
-            Also return the four stages' outputs, each [B, C_i, H_i, W_i] (as timm's
-            `forward_intermediates`).
-        output_attentions : bool, default False
-            Also return the attention probabilities of each AttnFFN block, [B, h, N, N].
-        trace : callable, optional
-            A `npformer.Trace` (or any `trace(name, x) -> x`) that records the activations it
-            is called with, under their weight prefixes (`stem`, `stages.0.blocks.1.mlp`, ...).
 
         Returns
         -------
@@ -350,18 +342,7 @@ class EfficientFormerV2ForImageClassificationWithTeacher(EfficientFormerV2PreTra
     def _forward(self, pixel_values, output_hidden_states=False, output_attentions=False, trace=None):
         """`model(pixel_values, output_hidden_states=False, output_attentions=False, trace=None)`: the forward.
 
-        Parameters
-        ----------
-        pixel_values : array_like of shape [B, 3, H, W]
-            Normalised pixel values (float16/32/64; copied into the model's dtype).
-        output_hidden_states : bool, default False
-            Also return the four stages' outputs, each [B, C_i, H_i, W_i] (as timm's
-            `forward_intermediates`).
-        output_attentions : bool, default False
-            Also return the attention probabilities of each AttnFFN block, [B, h, N, N].
-        trace : callable, optional
-            A `npformer.Trace` (or any `trace(name, x) -> x`) that records the activations it
-            is called with, under their weight prefixes (`stem`, `stages.0.blocks.1.mlp`, ...).
+        The arguments are `EfficientFormerV2Model.__call__`'s.
 
         Returns
         -------

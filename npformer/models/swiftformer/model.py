@@ -199,20 +199,14 @@ class SwiftFormerForImageClassification(SwiftFormerPreTrainedModel):
     def _forward(self, pixel_values, labels=None, output_hidden_states=False, trace=None):
         """`model(pixel_values, labels=None, output_hidden_states=False, trace=None)`: the forward.
 
+        The arguments are `SwiftFormerModel.__call__`'s, plus `labels`:
+
         Parameters
         ----------
-        pixel_values : array_like of shape [B, 3, H, W]
-            Normalised pixel values (float16/32/64; copied into the model's dtype).
         labels : array_like, optional
             Targets for a loss, computed as transformers decides from `config.problem_type`
             and the labels: [B] class indices (cross-entropy; -100 is ignored), [B, K] floats
             (binary cross-entropy), or [B] / [B, 1] values for one label (mean squared error).
-        output_hidden_states : bool, default False
-            Also return transformers' 8 `hidden_states`: the stem, each downsample's output
-            and each stage's output.
-        trace : callable, optional
-            A `npformer.Trace` (or any `trace(name, x) -> x`) that records the activations it
-            is called with, under their weight prefixes (`stem`, `stages.0.blocks.1.mlp`, ...).
 
         Returns
         -------
