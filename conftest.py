@@ -7,6 +7,9 @@
   (`...` matches anything). A block that needs an optional extra says so in front of it:
   `<!-- skip: next if(missing("torch"), reason="the oracle extra") -->`; under the extra's
   NPFORMER_REQUIRE_* switch (CI) a missing extra fails instead.
+* Tests that start Jupyter kernels (marked `kernels`, and the examples that call NotebookClient) run one at
+  a time across the xdist workers: a kernel's ports are chosen before the kernel binds them, and two
+  kernels started at once in two workers collided ("Address already in use").
 * Tests marked `heavy` (the larger variants' golden cases, float64 unfused forwards, the notebooks)
   run only with `--heavy`; CI runs them. The default run is the representative tier: every layer,
   every family at one variant, the hardening and CLI tests.
@@ -57,6 +60,27 @@ def pytest_collection_modifyitems(config, items):
 def pytest_report_header(config):
     if not config.getoption("--heavy"):
         return "heavy tests deselected (the representative tier); --heavy runs them too"
+
+
+KERNEL_LOCK = Path(tempfile.gettempdir()) / "npformer-tests-jupyter-kernels.lock"
+
+
+@pytest.fixture(autouse=True)
+def one_kernel_at_a_time(request):
+    """An exclusive lock, across processes, around a test or docs example that starts Jupyter kernels."""
+    example = getattr(request.node, "example", None)  # a Sybil item's example
+    source = example.document.text[example.start:example.end] if example else ""
+    starts_kernels = request.node.get_closest_marker("kernels") or "NotebookClient(" in source
+    try:
+        import fcntl
+    except ImportError:  # no flock (Windows): run as scheduled
+        fcntl = None
+    if not starts_kernels or fcntl is None:
+        yield
+        return
+    with open(KERNEL_LOCK, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        yield
 
 
 # --- the examples of README.md and docs/ ------------------------------------------------------------------
@@ -145,7 +169,7 @@ def _sybil_collector():
 
     return Sybil(
         parsers=[PythonCodeBlockParser(doctest_optionflags=OPTIONS), ConsoleParser(), SkipParser()],
-        patterns=["*.md"], path=str(ROOT), setup=_in_a_fresh_folder, teardown=_back,
+        patterns=["*.md"], path=str(ROOT), setup=_in_a_fresh_folder, teardown=_back, fixtures=["one_kernel_at_a_time"],
     ).pytest()
 
 

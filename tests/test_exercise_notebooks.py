@@ -76,6 +76,7 @@ def test_exercise_notebooks_say_what_you_do_learn_need(name):
 
 
 @pytest.mark.heavy
+@pytest.mark.kernels
 @pytest.mark.parametrize("name", NAMES)
 def test_solution_executes_with_every_check_passing(name, tmp_path):
     need("jupytext", "nbclient", "ipykernel")
@@ -95,6 +96,7 @@ def test_solution_executes_with_every_check_passing(name, tmp_path):
 
 
 @pytest.mark.heavy
+@pytest.mark.kernels
 @pytest.mark.parametrize("name", NAMES)
 def test_student_version_executes_with_every_check_not_implemented_yet(name):
     """The committed student notebook runs top to bottom: every check prints "not implemented yet",
@@ -150,6 +152,7 @@ def comparable(cell) -> tuple:
 
 
 @pytest.mark.heavy
+@pytest.mark.kernels
 def test_nbgrader_generates_the_committed_student_versions_and_autogrades_them(tmp_path):
     need("nbgrader", extra="course", switch="NPFORMER_REQUIRE_COURSE")
     course = tmp_path / "course"

@@ -91,6 +91,7 @@ def test_plots_lay_images_out():
 
 
 @pytest.mark.heavy
+@pytest.mark.kernels
 @pytest.mark.parametrize("name", NAMES)
 def test_notebook_executes_headless(name, tmp_path, monkeypatch):
     """Execute the py:percent source in a fresh kernel (cwd notebooks/); any error fails the test.
