@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import parallel
 from .catalog import exercise as find_exercise
 from .spec import MATCH_FACTOR
 
@@ -453,12 +454,15 @@ def _too_slow(ex, fn):
     """For a `vectorised` exercise: a sentence when fn is far slower than the reference on the
     timing case, a CheckResult if it fails there, or None."""
     case = ex.timing_case()
-    start = time.perf_counter()
-    outcome = _call(ex, fn, case, _copy(case.args))
-    seconds = time.perf_counter() - start
-    if isinstance(outcome, CheckResult):
-        return outcome
-    reference = min(_timed(ex.reference, case.args) for _ in range(3))
+    # both on this thread, BLAS at one thread: npformer's helper threads hand work back and forth,
+    # which a machine busy with other processes can slow by tens of milliseconds per call
+    with parallel.pieces_on_this_thread(), parallel.blas_held_at_one():
+        start = time.perf_counter()
+        outcome = _call(ex, fn, case, _copy(case.args))
+        seconds = time.perf_counter() - start
+        if isinstance(outcome, CheckResult):
+            return outcome
+        reference = min(_timed(ex.reference, case.args) for _ in range(3))
     if seconds > SLOW_SECONDS and seconds > SLOW_FACTOR * reference:
         return (f"the values are right, but on {describe(ex, case.args)} your function took {seconds:.2f} s where "
                 f"npformer's takes {reference * 1e3:.1f} ms: this exercise wants the loops replaced by NumPy "
