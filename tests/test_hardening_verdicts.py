@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
+from extras import need
 from npformer import cli, load as load_model
 from npformer.errors import InputError
 from npformer.evaluation import evaluate, read_predictions, read_results
@@ -240,6 +241,17 @@ def _bf16(path):
     header = json.dumps({"stem": {"dtype": "BF16", "shape": [2], "data_offsets": [0, 4]},
                          "__metadata__": {"format": "npformer-trace"}}).encode()
     path.write_bytes(struct.pack("<Q", len(header)) + header + b"\0" * 4)
+
+
+def test_a_bfloat16_tensor_is_refused_even_when_numpy_has_been_taught_bfloat16(tmp_path, golden, capsys):
+    """ml_dtypes (which TensorFlow and JAX import) registers bfloat16 with NumPy, and safetensors then reads
+    BF16: compare's verdict must not depend on whether anything in the process imported it."""
+    need("ml_dtypes", extra="tf-oracle", switch="NPFORMER_REQUIRE_TF")
+    path, _, _, _ = golden
+    bad = tmp_path / "bad.safetensors"
+    _bf16(bad)
+    code, out, err = compare_cli(capsys, bad, path)
+    assert code == 4 and "tensor 'stem' is BF16" in err and str(bad) in err, err
 
 
 @pytest.mark.parametrize("case", list(REFUSED_FILES))

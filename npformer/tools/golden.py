@@ -52,6 +52,8 @@ from ..errors import ConfigError, InputError, NpformerError, WeightFileError
 FIXTURE_FORMAT = "npformer-trace"
 FIXTURE_FORMAT_VERSION = 1
 INPUT_NAME = "input"
+# safetensors dtypes NumPy reads without help (BF16 and the F8 types need ml_dtypes)
+NUMPY_DTYPES = {"BOOL", "U8", "I8", "U16", "I16", "U32", "I32", "U64", "I64", "F16", "F32", "F64"}
 
 
 def trace_to_fixture(model, pixel_values, path, weights_name: str = "") -> dict:
@@ -150,7 +152,16 @@ def read_fixture(path, require_metadata: bool = True) -> tuple[dict, list[str], 
     try:
         with safe_open(str(path), framework="numpy") as f:
             metadata = dict(f.metadata() or {})
+            for key in f.keys():
+                # refused whether or not some import (ml_dtypes, with TensorFlow or JAX) has taught NumPy
+                # bfloat16 or float8: a verdict must not depend on what else the process imported
+                if (dtype := f.get_slice(key).get_dtype()) not in NUMPY_DTYPES:
+                    raise WeightFileError(f"{path}: not a readable safetensors file for a comparison (tensor "
+                                          f"{key!r} is {dtype}, which NumPy has no type of its own for: save the "
+                                          "activations as float32 or float64)")
             tensors = {key: f.get_tensor(key) for key in f.keys()}
+    except WeightFileError:
+        raise
     except Exception as err:  # safetensors raises its own SafetensorError, OSError, ...
         raise WeightFileError(f"{path}: not a readable safetensors file ({err})") from None
     if require_metadata and metadata.get("format") != FIXTURE_FORMAT:
