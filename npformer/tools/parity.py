@@ -5,10 +5,13 @@ seeded pixels, in float32 and in float64, and reports the largest absolute diffe
 logits, with feature maps (hidden states, a backbone's last_hidden_state) and attentions compared
 relative to their scale (see `entry_diff`). The references:
 
-    EfficientFormer L1/L3/L7   transformers 4.40.2, all three classes (LayerNorm eps 1e-12)
-                               timm, from timm-format weights (LayerNorm eps 1e-5)
-    SwiftFormer XS/S/L1/L3     transformers 4.40.2, attention v1, classifier and backbone
-                               timm, attention v2
+    EfficientFormer L1/L3/L7       transformers 4.40.2, all three classes (LayerNorm eps 1e-12)
+                                   timm, from timm-format weights (LayerNorm eps 1e-5)
+    SwiftFormer XS/S/L1/L3         transformers 4.40.2, attention v1, classifier and backbone
+                                   timm, attention v2
+    EfficientFormerV2 S0/S1/S2/L   timm (transformers never ported V2)
+
+Each family lists its rows in `npformer.tools.references.<family>.PARITY_CASES`.
 
 Against timm the hidden states are the outputs of `stem`, `stages.0`…`stages.3` and `norm`
 (timm's module names are npformer's trace names). Needs the oracle extra (torch, transformers, timm).
