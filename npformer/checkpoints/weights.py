@@ -13,6 +13,7 @@ requires) says what it is:
     config          the transformers config.json, as JSON
     source          where the tensors came from ("transformers", "original", "timm", "seeded", ...)
     recipe          converted checkpoints: the preprocessing recipe their source publishes (npformer.preprocess.RECIPES)
+    variant         converted checkpoints of a published variant: "l1", "xs", "s0", ... (checked against the config)
     checkpoint      the checkpoint's name or path
     converted       conversion date (ISO 8601, UTC)
     npformer_version
