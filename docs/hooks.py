@@ -11,9 +11,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import inspect
-import io
 from pathlib import Path
 
 from mkdocs.plugins import event_priority
@@ -70,13 +68,7 @@ def cli_reference() -> str:
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
             sections += [(f"npformer {name}", sub) for name, sub in action.choices.items()]
-    out = []
-    for title, p in sections:
-        with contextlib.redirect_stdout(io.StringIO()) as text:
-            p.print_help()
-        heading = "## " + (f"`{title}`")
-        out.append(f"{heading}\n\n```text\n{text.getvalue().rstrip()}\n```\n")
-    return "\n".join(out)
+    return "\n".join(f"## `{title}`\n\n```text\n{p.format_help().rstrip()}\n```\n" for title, p in sections)
 
 
 def error_table() -> str:

@@ -152,6 +152,7 @@ def read_fixture(path, require_metadata: bool = True) -> tuple[dict, list[str], 
     try:
         with safe_open(str(path), framework="numpy") as f:
             metadata = dict(f.metadata() or {})
+            tensors = {}
             for key in f.keys():
                 # refused whether or not some import (ml_dtypes, with TensorFlow or JAX) has taught NumPy
                 # bfloat16 or float8: a verdict must not depend on what else the process imported
@@ -159,7 +160,7 @@ def read_fixture(path, require_metadata: bool = True) -> tuple[dict, list[str], 
                     raise WeightFileError(f"{path}: not a readable safetensors file for a comparison (tensor "
                                           f"{key!r} is {dtype}, which NumPy has no type of its own for: save the "
                                           "activations as float32 or float64)")
-            tensors = {key: f.get_tensor(key) for key in f.keys()}
+                tensors[key] = f.get_tensor(key)
     except WeightFileError:
         raise
     except Exception as err:  # safetensors raises its own SafetensorError, OSError, ...
